@@ -1,0 +1,93 @@
+"""Time the notes' training loop against ours, side by side, each run in its own process.
+
+    python benchmarks/bench_train.py --data-dir ../shared/mnist
+
+Runs (a) the notes' loop, (b) our default `python d4_tiny_cnn_mnist.py` and (c) our
+"best" configuration, --repeats times each, interleaved so that a slow spell of the
+machine hits all three alike, and prints medians: whole-process wall time, training
+samples per second of that wall time, test accuracy, peak resident memory, and ratios.
+"""
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_IMAGES = 60_000
+BEST_FLAGS = ["--epochs", "5"]
+
+
+def run_once(command: list[str], workdir: Path) -> dict[str, float]:
+    """Run one training process; return its wall seconds, peak RSS (MB) and test accuracy."""
+    env = {**os.environ, "MPLBACKEND": "Agg"}  # plots are drawn but never wait for a window
+    with tempfile.TemporaryFile("w+") as output:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        text = output.read()
+    if process.returncode != 0:
+        sys.exit(f"error: {' '.join(command)} failed:\n{text}")
+    accuracy = float(re.search(r"^test accuracy=(\S+)$", text, re.MULTILINE).group(1))
+    return {"wall": wall, "rss_mb": usage.ru_maxrss / 1024, "accuracy": accuracy}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--data-dir", default="data", help="MNIST root, as for the trainer")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each configuration; medians are reported")
+    args = parser.parse_args()
+    data_dir = str(Path(args.data_dir).resolve())
+
+    with tempfile.TemporaryDirectory() as workdir:
+        out = str(Path(workdir) / "d4_cnn.pt")
+        runs = {
+            "(a) notes' loop": ([sys.executable, str(REPO / "benchmarks" / "notes_train.py")], 2),
+            "(b) ours, default": ([sys.executable, str(REPO / "d4_tiny_cnn_mnist.py")], 2),
+            f"(c) ours, {' '.join(BEST_FLAGS)}": ([sys.executable, str(REPO / "d4_tiny_cnn_mnist.py"), *BEST_FLAGS], 5),
+        }
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
+        for repeat in range(args.repeats):
+            for name, (command, _) in runs.items():
+                result = run_once([*command, "--data-dir", data_dir, "--out", out], Path(workdir))
+                results[name].append(result)
+                progress = f"{result['wall']:.1f} s, accuracy {result['accuracy']:.4f}, peak {result['rss_mb']:.0f} MB"
+                print(f"run {repeat + 1}/{args.repeats} {name}: {progress}", file=sys.stderr)
+
+    median = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in results.items()}
+    notes = median["(a) notes' loop"]
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}; "
+          f"Python {platform.python_version()}; medians of {args.repeats} runs\n")  # fmt: skip
+    print("| run | wall s | train samples/s | test accuracy | peak RSS MB | wall / notes' |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, (_, epochs) in runs.items():
+        m = median[name]
+        print(f"| {name} | {m['wall']:.1f} | {epochs * TRAIN_IMAGES / m['wall']:,.0f} | {m['accuracy']:.4f} "
+              f"| {m['rss_mb']:.0f} | {m['wall'] / notes['wall']:.2f} |")  # fmt: skip
+
+    default, best = median["(b) ours, default"], median[f"(c) ours, {' '.join(BEST_FLAGS)}"]
+    checks = [
+        ("default is >= 3x faster (wall <= 0.33 x notes')", default["wall"] <= 0.33 * notes["wall"]),
+        ("default test accuracy >= 0.985", default["accuracy"] >= 0.985),
+        ("best test accuracy >= 0.990", best["accuracy"] >= 0.990),
+        ("best wall time <= notes' wall time", best["wall"] <= notes["wall"]),
+        ("peak memory <= notes' + 200 MB", max(default["rss_mb"], best["rss_mb"]) <= notes["rss_mb"] + 200),
+    ]
+    print(f"\nspeed-up (a)/(b): {notes['wall'] / default['wall']:.2f}x")
+    for text, met in checks:
+        print(f"{'met ' if met else 'MISS'}  {text}")
+
+
+if __name__ == "__main__":
+    main()

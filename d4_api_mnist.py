@@ -1,0 +1,130 @@
+"""Serve TinyCNN as a web API: POST 28x28 pixels, get the digit back.
+
+    uvicorn d4_api_mnist:app                    # http://127.0.0.1:8000/docs to try it
+
+The weights come from D4_MODEL_PATH (default: d4_cnn.pt beside this file) and are loaded
+once, on the CPU, when the server starts.
+"""
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from d4.model import IMAGE_SIZE, LABELS, WeightsError, load_weights
+
+DEFAULT_MODEL_PATH = Path(__file__).with_name("d4_cnn.pt")
+# PyTorch sizes its thread pool from the host's cores, not the container's CPU share; one
+# thread is fastest for one small image and keeps a 0.1-CPU Render instance responsive.
+TORCH_THREADS = int(os.environ.get("D4_TORCH_THREADS", "1"))
+
+
+# Request and response models: FastAPI validates against them and shows them on /docs.
+Pixel = Annotated[float, Field(ge=0.0, le=1.0, strict=True, allow_inf_nan=False)]
+PixelRow = Annotated[list[Pixel], Field(min_length=IMAGE_SIZE, max_length=IMAGE_SIZE)]
+# A vertical bar: the digit 1, as an example for /docs.
+EXAMPLE_PIXELS = [[1.0 if 4 <= row < 24 and 12 <= col < 16 else 0.0 for col in range(28)] for row in range(28)]
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"pixels": EXAMPLE_PIXELS}]})
+
+    pixels: Annotated[
+        list[PixelRow],
+        Field(
+            min_length=IMAGE_SIZE,
+            max_length=IMAGE_SIZE,
+            description="28 rows of 28 grey levels, 0.0 = background (black) to 1.0 = ink (white), as in MNIST",
+        ),
+    ]
+
+
+class Prediction(BaseModel):
+    predicted_digit: int = Field(ge=0, le=9, examples=[1])
+    confidence: float = Field(ge=0.0, le=1.0, description="probability of the predicted digit", examples=[0.998])
+    probabilities: list[float] = Field(
+        min_length=len(LABELS), max_length=len(LABELS), description="probability of each digit 0..9, summing to 1"
+    )
+
+
+class ServiceInfo(BaseModel):
+    ok: bool
+    demo: str
+    endpoint: str
+    docs: str
+    health: str
+
+
+class Health(BaseModel):
+    status: str
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    torch.set_num_threads(TORCH_THREADS)
+    model_path = Path(os.environ.get("D4_MODEL_PATH", DEFAULT_MODEL_PATH))
+    try:
+        app.state.model = load_weights(model_path)
+    except WeightsError as error:
+        # Exit here with one line: an exception raised from lifespan would be printed
+        # by uvicorn as a long Starlette traceback that buries the reason.
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        os._exit(1)
+    yield
+
+
+app = FastAPI(
+    title="D4 Tiny CNN",
+    summary="Classify a handwritten digit (MNIST, 28x28 grey levels) with a tiny CNN.",
+    lifespan=lifespan,
+)
+
+
+@app.exception_handler(RequestValidationError)
+async def explain_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    """422 with one readable sentence, plus FastAPI's list without the echoed input."""
+    problems = [
+        {"loc": problem["loc"], "msg": problem["msg"], "type": problem["type"]} for problem in error.errors()[:10]
+    ]
+    first = problems[0]
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"][1:]).lstrip(".")
+    message = f"{where or 'request body'}: {first['msg']}"
+    if len(error.errors()) > 1:
+        message += f" (and {len(error.errors()) - 1} more problems)"
+    return JSONResponse(status_code=422, content={"message": message, "detail": problems})
+
+
+@app.get("/")
+def service_info() -> ServiceInfo:
+    return ServiceInfo(
+        ok=True,
+        demo="D4 Tiny CNN: handwritten digit classifier trained on MNIST",
+        endpoint="/predict",
+        docs="/docs",
+        health="/healthz",
+    )
+
+
+@app.get("/healthz")
+def health() -> Health:
+    """Cheap check for Render: the server answers only once the model has loaded."""
+    return Health(status="ok")
+
+
+@app.post("/predict")
+def predict(request: PredictRequest) -> Prediction:
+    """Classify one 28x28 image of grey levels in 0..1 (white digit on black, like MNIST)."""
+    # A plain def runs in FastAPI's thread pool, so inference never blocks the event loop.
+    pixels = torch.tensor(request.pixels, dtype=torch.float32).view(1, 1, IMAGE_SIZE, IMAGE_SIZE)
+    with torch.inference_mode():
+        probabilities = app.state.model(pixels).softmax(dim=1)[0]
+    confidence, digit = probabilities.max(dim=0)
+    return Prediction(predicted_digit=int(digit), confidence=float(confidence), probabilities=probabilities.tolist())

@@ -1,0 +1,131 @@
+"""The API in-process (FastAPI's TestClient) with the shipped d4_cnn.pt, and its start-up failures."""
+
+import json
+import math
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from conftest import SHIPPED_WEIGHTS, run_script, script_env
+from d4.model import to_model_input
+from d4_api_mnist import app
+
+BLANK = [[0.0] * 28 for _ in range(28)]
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(app) as client:  # runs the lifespan: loads the shipped d4_cnn.pt
+        yield client
+
+
+def test_root_says_what_it_is(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ok"] is True and "digit" in body["demo"] and body["endpoint"] == "/predict"
+
+
+def test_healthz_answers_once_the_model_is_loaded(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_docs_show_the_models_with_an_example(client):
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert len(schema["PredictRequest"]["examples"][0]["pixels"]) == 28
+    assert set(schema["Prediction"]["properties"]) == {"predicted_digit", "confidence", "probabilities"}
+
+
+def test_predict_answers_digit_confidence_and_probabilities(client, fixture_test_digits):
+    images, labels = fixture_test_digits
+    response = client.post("/predict", json={"pixels": to_model_input(images[:1])[0, 0].tolist()})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["predicted_digit"] == labels[0].item() == 7
+    assert len(body["probabilities"]) == 10
+    assert math.isclose(sum(body["probabilities"]), 1.0, rel_tol=1e-5)
+    assert body["confidence"] == max(body["probabilities"]) == body["probabilities"][7]
+
+
+def test_shipped_weights_classify_fixture_digits_through_the_api(client, fixture_test_digits):
+    images, labels = fixture_test_digits
+    pixels = to_model_input(images)
+    correct = sum(
+        client.post("/predict", json={"pixels": pixels[i, 0].tolist()}).json()["predicted_digit"] == labels[i].item()
+        for i in range(len(labels))
+    )
+    assert correct / len(labels) >= 0.97
+
+
+def with_pixel(value) -> list:
+    rows = [row[:] for row in BLANK]
+    rows[3][5] = value
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"pixels": BLANK[:27]}, "pixels"),  # 27 rows
+        ({"pixels": [row[:27] for row in BLANK]}, "pixels[0]"),  # 27 columns
+        ({"pixels": [[0.0] * 784]}, "pixels"),  # flat 1x784
+        ({"pixels": [BLANK]}, "pixels"),  # 3-D
+        ({"pixels": BLANK[:27] + [[0.0] * 29]}, "pixels"),  # ragged
+        ({"pixels": with_pixel(1.5)}, "pixels[3][5]"),
+        ({"pixels": with_pixel(-0.1)}, "pixels[3][5]"),
+        ({"pixels": with_pixel(1e308)}, "pixels[3][5]"),
+        ({"pixels": with_pixel("0.5")}, "pixels[3][5]"),
+        ({"pixels": with_pixel(None)}, "pixels[3][5]"),
+        ({"pixels": with_pixel(True)}, "pixels[3][5]"),
+        ({"pixels": "0" * 784}, "pixels"),
+        ({}, "pixels"),
+        ({"pixels": BLANK, "extra": 1}, "extra"),
+    ],
+)
+def test_bad_pixels_get_422_saying_where_and_what(client, body, where):
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422
+    message = response.json()["message"]
+    assert message.startswith(f"{where}: ") or message.startswith(f"{where}[")
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_pixels_get_422(client, value):
+    body = json.dumps({"pixels": with_pixel(0.0)}).replace("0.0", value, 1)
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert "finite" in response.json()["message"]
+
+
+def test_body_that_is_not_json_gets_422(client):
+    response = client.post("/predict", content=b"{pixels: oops", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert "JSON" in response.json()["message"]
+
+
+def test_server_keeps_serving_after_bad_input(client):
+    client.post("/predict", json={"pixels": "nope"})
+    assert client.post("/predict", json={"pixels": BLANK}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("make_file", "reason"),
+    [
+        (lambda path: None, "not found"),
+        (lambda path: path.write_bytes(SHIPPED_WEIGHTS.read_bytes()[:5000]), "could not be read"),
+        (lambda path: torch.save({"weight": torch.zeros(3)}, path), "does not hold TinyCNN weights"),
+    ],
+)
+def test_bad_weights_stop_start_up_with_one_clear_line(tmp_path, make_file, reason):
+    path = tmp_path / "weights.pt"
+    make_file(path)
+    result = run_script(
+        "-m", "uvicorn", "d4_api_mnist:app", "--port", "0", env=script_env(D4_MODEL_PATH=str(path)), timeout=60
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert str(path) in errors[0] and reason in errors[0] and "python d4_tiny_cnn_mnist.py" in errors[0]

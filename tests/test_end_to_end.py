@@ -1,0 +1,72 @@
+"""The client script against a real uvicorn server on a loopback port, and against failures."""
+
+import json
+import socket
+import threading
+
+import pytest
+
+from conftest import FIXTURE_MNIST, run_script, script_env, uvicorn_server
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    with uvicorn_server() as url:
+        yield url
+
+
+def run_client(*args: str, **env: str):
+    return run_script("d4_test_api.py", "--data-dir", str(FIXTURE_MNIST), *args, env=script_env(**env), timeout=120)
+
+
+def test_client_posts_test_digit_0_and_prints_the_answer(server_url):
+    result = run_client("--url", f"{server_url}/predict")
+    assert result.returncode == 0, result.stderr
+    actual_line, json_line = result.stdout.strip().splitlines()
+    assert actual_line == "actual: 7"
+    answer = json.loads(json_line)
+    assert answer["predicted_digit"] == 7
+    assert len(answer["probabilities"]) == 10
+
+
+def test_client_takes_base_url_from_env_and_another_index(server_url):
+    result = run_client("--index", "1", D4_API_URL=server_url)  # test digit 1 is a 2
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("actual: 2\n")
+    assert json.loads(result.stdout.splitlines()[1])["predicted_digit"] == 2
+
+
+def test_client_reports_an_error_answer_in_one_line(server_url):
+    result = run_client("--url", f"{server_url}/no-such-endpoint")
+    assert result.returncode == 1
+    assert result.stderr.strip() == f'error: {server_url}/no-such-endpoint answered HTTP 404: {{"detail":"Not Found"}}'
+
+
+def test_client_reports_a_server_that_is_down(tmp_path):
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    result = run_client("--url", url)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(f"error: cannot reach {url}/predict: is the server running?")
+    assert "Traceback" not in result.stderr
+
+
+def test_client_reports_a_server_too_slow_to_answer():
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/predict"
+        result = run_client("--url", url, "--timeout", "1")
+    finally:
+        listener.close()
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(f"error: no answer from {url} within 1 s")
+    assert "Traceback" not in result.stderr
+
+
+def test_client_refuses_an_index_out_of_range(server_url):
+    result = run_client("--url", server_url, "--index", "10000")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: --index must be between 0 and 299"

@@ -1,0 +1,39 @@
+"""Full MNIST: the default training run reaches its accuracy floor and its weights serve.
+
+Needs the whole dataset, found through D4_MNIST_ROOT (`.ci/run` points it at ../shared/mnist).
+"""
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from conftest import run_script, script_env
+from d4.data import load_mnist
+from d4.model import to_model_input
+
+MNIST_ROOT = os.environ.get("D4_MNIST_ROOT")
+pytestmark = pytest.mark.skipif(not MNIST_ROOT, reason="set D4_MNIST_ROOT to a folder holding MNIST/raw/")
+
+
+def test_default_training_reaches_97_percent_and_its_weights_load_into_the_api(tmp_path, monkeypatch):
+    out = tmp_path / "d4_cnn.pt"
+    args = ["--data-dir", str(Path(MNIST_ROOT)), "--out", str(out), "--no-plot"]
+    result = run_script("d4_tiny_cnn_mnist.py", *args, env=script_env(), timeout=900)
+    assert result.returncode == 0, result.stderr
+    accuracy = float(re.search(r"^test accuracy=(\S+)$", result.stdout, re.MULTILINE).group(1))
+    assert accuracy >= 0.97
+
+    from d4_api_mnist import app
+
+    monkeypatch.setenv("D4_MODEL_PATH", str(out))
+    trained = torch.load(out, weights_only=True)
+    images, labels = load_mnist(MNIST_ROOT, train=False)
+    with TestClient(app) as client:
+        served = client.app.state.model.state_dict()
+        assert all(torch.equal(served[name], trained[name]) for name in trained)
+        answer = client.post("/predict", json={"pixels": to_model_input(images[:1])[0, 0].tolist()}).json()
+        assert answer["predicted_digit"] == labels[0].item()

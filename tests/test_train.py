@@ -1,0 +1,109 @@
+"""The training script: fast loader, reproducibility, the notes' recipe, output, plot, offline data."""
+
+import re
+
+import pytest
+import torch
+from torchvision import datasets, transforms
+
+import d4_tiny_cnn_mnist as trainer
+from conftest import FIXTURE_MNIST, run_script, script_env
+from d4.data import MNIST_FILES
+from d4.model import TinyCNN, load_weights
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_fast_loader_yields_exactly_the_datasets_pixels_and_labels(train):
+    pixels, labels = trainer.load_split(str(FIXTURE_MNIST), train=train, device=CPU)
+    reference = datasets.MNIST(FIXTURE_MNIST, train=train, transform=transforms.ToTensor())
+    assert pixels.shape == (len(reference), 1, 28, 28)
+    for i in range(len(reference)):
+        image, label = reference[i]
+        assert torch.equal(pixels[i], image)
+        assert labels[i].item() == label
+
+
+def train_on_fixture(tmp_path, *flags: str) -> dict[str, torch.Tensor]:
+    out = tmp_path / "w.pt"
+    trainer.main(["--data-dir", str(FIXTURE_MNIST), "--device", "cpu", "--no-plot", "--out", str(out), *flags])
+    return torch.load(out, weights_only=True)
+
+
+def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path, capsys):
+    first = train_on_fixture(tmp_path / "a", "--seed", "3")
+    again = train_on_fixture(tmp_path / "b", "--seed", "3")
+    other = train_on_fixture(tmp_path / "c", "--seed", "4")
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not all(torch.equal(first[name], other[name]) for name in first)
+    runs = [re.findall(r"epoch=\d+ loss=\S+ accuracy=\S+", block) for block in capsys.readouterr().out.split("device:")]
+    assert runs[1] == runs[2] != runs[3]
+
+
+def run_one_epoch(lr: float, schedule: str, batch_size: int) -> tuple[list[float], int]:
+    """Train one epoch on the fixture; return the learning rate seen at each step and the step count."""
+    pixels, labels = trainer.load_split(str(FIXTURE_MNIST), train=True, device=CPU)
+    model = TinyCNN()
+    steps = -(-len(labels) // batch_size)
+    optimizer, scheduler = trainer.make_optimizer(model, lr, schedule, total_steps=steps)
+    seen = []
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
+    trainer.train_epoch(model, optimizer, scheduler, pixels, labels, batch_size, torch.Generator(), "test")
+    return seen, steps
+
+
+def test_notes_recipe_flags_give_constant_lr_and_batches_of_64():
+    args = trainer.parse_args(["--batch-size", "64", "--lr", "0.001", "--schedule", "constant"])
+    lrs, steps = run_one_epoch(args.lr, args.schedule, args.batch_size)
+    assert len(lrs) == steps == 4  # 200 fixture images in batches of 64
+    assert lrs == [0.001] * 4
+
+
+def test_default_schedule_is_one_cycle_peaking_at_lr():
+    args = trainer.parse_args([])
+    lrs, _ = run_one_epoch(args.lr, args.schedule, batch_size=8)
+    assert max(lrs) == pytest.approx(args.lr, rel=0.01)
+    assert lrs[0] < args.lr / 10 and lrs[-1] < args.lr / 100
+
+
+def test_help_shows_every_flag_with_its_default():
+    result = run_script("d4_tiny_cnn_mnist.py", "--help")
+    assert result.returncode == 0
+    for flag, default in [("--epochs", "2"), ("--batch-size", "256"), ("--lr", "0.02"), ("--seed", "0"),
+                          ("--data-dir", "data"), ("--out", "d4_cnn.pt"), ("--device", "auto")]:  # fmt: skip
+        assert re.search(rf"{flag}.*\n?.*\(default: {re.escape(default)}\)", result.stdout), flag
+    assert "--no-plot" in result.stdout
+
+
+def test_script_prints_progress_saves_weights_and_saves_the_plot_without_display(tmp_path):
+    out = tmp_path / "model" / "d4_cnn.pt"
+    result = run_script("d4_tiny_cnn_mnist.py", "--data-dir", str(FIXTURE_MNIST), "--out", str(out), "--epochs", "2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "device: cpu"
+    assert re.fullmatch(r"epoch=0 loss=\d+\.\d{4} accuracy=[01]\.\d{4}", lines[1])
+    assert re.fullmatch(r"epoch=1 loss=\d+\.\d{4} accuracy=[01]\.\d{4}", lines[2])
+    assert re.fullmatch(r"test accuracy=[01]\.\d{4}", lines[3])
+    assert f"saved weights to {out}" in lines
+    load_weights(out)
+    assert re.search(r"test digit 0: actual=7, predicted=\d", result.stdout)
+    png = out.with_name("d4_example.png")
+    assert f"no display: saved the example digit to {png}" in lines
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_mnist_without_network_exits_1_naming_files_and_folder(tmp_path):
+    refused = "http://127.0.0.1:9"  # nothing listens on port 9: every download fails at once
+    env = script_env(http_proxy=refused, https_proxy=refused, HTTP_PROXY=refused, HTTPS_PROXY=refused)
+    env.pop("no_proxy", None)
+    env.pop("NO_PROXY", None)
+    result = run_script("d4_tiny_cnn_mnist.py", "--data-dir", str(tmp_path), "--no-plot", env=env, timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: MNIST is not in")
+    assert str(tmp_path / "MNIST" / "raw") in message
+    for name in MNIST_FILES:
+        assert name in message
