@@ -1,0 +1,149 @@
+"""Load the notes' API and ours side by side, each a real uvicorn process on loopback.
+
+    python benchmarks/bench_api.py
+
+For each server in turn (never both at once, so they don't share the 2 cores): start it,
+time the first 200 on its health URL, warm up, then send the same real MNIST digit with a
+bounded number of keep-alive HTTP/1.1 requests at concurrency 1 and 8 from a small asyncio
+client, and read the server's resident memory after 10,000 and 20,000 requests.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from d4.data import load_mnist  # noqa: E402
+from d4.model import to_model_input  # noqa: E402
+
+SERVERS = {
+    # name: (uvicorn app, folder it is imported from, health path)
+    "(a) notes' API": ("notes_api:app", REPO / "benchmarks", "/"),
+    "(b) ours": ("d4_api_mnist:app", REPO, "/healthz"),
+}
+
+
+async def one_connection(port: int, request: bytes, remaining: list[int], latencies: list[float], statuses: Counter):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            start = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(
+                next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+            )
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - start)
+            statuses[int(head.split(b" ")[1])] += 1
+    finally:
+        writer.close()
+
+
+async def drive(port: int, body: bytes, concurrency: int, total: int) -> dict:
+    """Send `total` POST /predict requests over `concurrency` connections; return the figures."""
+    request = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    remaining, latencies, statuses = [total], [], Counter()
+    start = time.perf_counter()
+    await asyncio.gather(*(one_connection(port, request, remaining, latencies, statuses) for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
+        "non_200": sum(n for status, n in statuses.items() if status != 200),
+    }
+
+
+def resident_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
+
+
+def measure(name: str, port: int, body: bytes, requests_per_block: int) -> dict:
+    app, app_dir, health = SERVERS[name]
+    command = [sys.executable, "-m", "uvicorn", app, "--app-dir", str(app_dir), "--port", str(port)]
+    command += ["--log-level", "warning"]
+    start = time.perf_counter()
+    server = subprocess.Popen(command, cwd=REPO, env={**os.environ, "D4_MODEL_PATH": str(REPO / "d4_cnn.pt")})
+    try:
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}{health}", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.01)
+            if server.poll() is not None or time.perf_counter() - start > 60:
+                sys.exit(f"error: {name} did not start")
+        result = {"cold_start_s": time.perf_counter() - start}
+        asyncio.run(drive(port, body, 8, 500))  # warm-up
+        result["c1"] = asyncio.run(drive(port, body, 1, requests_per_block // 5))
+        result["c8"] = asyncio.run(drive(port, body, 8, requests_per_block))
+        result["rss_10k"] = resident_mb(server.pid)
+        asyncio.run(drive(port, body, 8, requests_per_block))
+        result["rss_20k"] = resident_mb(server.pid)
+        return result
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=10_000, help="requests per block at concurrency 8")
+    parser.add_argument("--port", type=int, default=8765, help="loopback port for the server under test")
+    args = parser.parse_args()
+
+    images, _ = load_mnist(REPO / "tests" / "fixtures" / "mnist", train=False)
+    body = json.dumps({"pixels": to_model_input(images[:1])[0, 0].tolist()}).encode()
+    results = {}
+    for name in SERVERS:
+        results[name] = measure(name, args.port, body, args.requests)
+        print(f"{name}: {results[name]}", file=sys.stderr)
+
+    notes, ours = results["(a) notes' API"], results["(b) ours"]
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}; "
+          f"one uvicorn worker each, client in the same machine\n")  # fmt: skip
+    rows = [
+        ("requests/s, concurrency 8", "c8", "rps", ".0f"),
+        ("p50 ms, concurrency 8", "c8", "p50_ms", ".2f"),
+        ("p99 ms, concurrency 8", "c8", "p99_ms", ".2f"),
+        ("requests/s, concurrency 1", "c1", "rps", ".0f"),
+        ("p50 ms, concurrency 1", "c1", "p50_ms", ".2f"),
+        ("p99 ms, concurrency 1", "c1", "p99_ms", ".2f"),
+    ]
+    print("| measure | (a) notes' API | (b) ours | (b)/(a) |")
+    print("|---|---:|---:|---:|")
+    for label, block, key, fmt in rows:
+        a, b = notes[block][key], ours[block][key]
+        print(f"| {label} | {a:{fmt}} | {b:{fmt}} | {b / a:.2f} |")
+    for label, key in [
+        ("resident MB after 10k requests", "rss_10k"),
+        ("resident MB after 20k requests", "rss_20k"),
+        ("cold start to first 200, s", "cold_start_s"),
+    ]:
+        print(f"| {label} | {notes[key]:.2f} | {ours[key]:.2f} | {ours[key] / notes[key]:.2f} |")
+    failures = [r["c1"]["non_200"] + r["c8"]["non_200"] for r in (notes, ours)]
+    print(f"| non-200 answers | {failures[0]} | {failures[1]} | |")
+
+
+if __name__ == "__main__":
+    main()
