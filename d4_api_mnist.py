@@ -8,8 +8,10 @@ once, on the CPU, when the server starts.
 
 import os
 import sys
+from array import array
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from itertools import chain
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from d4.batching import BatchingPredictor
 from d4.model import IMAGE_SIZE, LABELS, WeightsError, load_weights
 
 DEFAULT_MODEL_PATH = Path(__file__).with_name("d4_cnn.pt")
@@ -72,13 +75,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     torch.set_num_threads(TORCH_THREADS)
     model_path = Path(os.environ.get("D4_MODEL_PATH", DEFAULT_MODEL_PATH))
     try:
-        app.state.model = load_weights(model_path)
+        model = load_weights(model_path)
     except WeightsError as error:
         # Exit here with one line: an exception raised from lifespan would be printed
         # by uvicorn as a long Starlette traceback that buries the reason.
         print(f"error: {error}", file=sys.stderr, flush=True)
         os._exit(1)
+    app.state.model = model
+    app.state.predictor = BatchingPredictor(model)
+    app.state.predictor.start()
     yield
+    await app.state.predictor.stop()
 
 
 app = FastAPI(
@@ -103,7 +110,7 @@ async def explain_validation_error(request: Request, error: RequestValidationErr
 
 
 @app.get("/")
-def service_info() -> ServiceInfo:
+async def service_info() -> ServiceInfo:
     return ServiceInfo(
         ok=True,
         demo="D4 Tiny CNN: handwritten digit classifier trained on MNIST",
@@ -114,17 +121,17 @@ def service_info() -> ServiceInfo:
 
 
 @app.get("/healthz")
-def health() -> Health:
+async def health() -> Health:
     """Cheap check for Render: the server answers only once the model has loaded."""
     return Health(status="ok")
 
 
 @app.post("/predict")
-def predict(request: PredictRequest) -> Prediction:
+async def predict(request: PredictRequest) -> Prediction:
     """Classify one 28x28 image of grey levels in 0..1 (white digit on black, like MNIST)."""
-    # A plain def runs in FastAPI's thread pool, so inference never blocks the event loop.
-    pixels = torch.tensor(request.pixels, dtype=torch.float32).view(1, 1, IMAGE_SIZE, IMAGE_SIZE)
-    with torch.inference_mode():
-        probabilities = app.state.model(pixels).softmax(dim=1)[0]
-    confidence, digit = probabilities.max(dim=0)
-    return Prediction(predicted_digit=int(digit), confidence=float(confidence), probabilities=probabilities.tolist())
+    # array() packs the 784 floats in one pass, twice as fast as torch.tensor(nested lists).
+    pixels = array("f", chain.from_iterable(request.pixels))
+    # The model runs on a worker thread, batched with other waiting requests: the event loop stays free.
+    probabilities = await app.state.predictor.probabilities(pixels)
+    digit = max(range(len(LABELS)), key=probabilities.__getitem__)
+    return Prediction(predicted_digit=digit, confidence=probabilities[digit], probabilities=probabilities)

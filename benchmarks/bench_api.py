@@ -76,9 +76,9 @@ def resident_mb(pid: int) -> float:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
 
 
-def measure(name: str, port: int, body: bytes, requests_per_block: int) -> dict:
+def measure(name: str, python: str, port: int, body: bytes, requests_per_block: int) -> dict:
     app, app_dir, health = SERVERS[name]
-    command = [sys.executable, "-m", "uvicorn", app, "--app-dir", str(app_dir), "--port", str(port)]
+    command = [python, "-m", "uvicorn", app, "--app-dir", str(app_dir), "--port", str(port)]
     command += ["--log-level", "warning"]
     start = time.perf_counter()
     server = subprocess.Popen(command, cwd=REPO, env={**os.environ, "D4_MODEL_PATH": str(REPO / "d4_cnn.pt")})
@@ -110,17 +110,25 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=10_000, help="requests per block at concurrency 8")
     parser.add_argument("--port", type=int, default=8765, help="loopback port for the server under test")
+    parser.add_argument(
+        "--server-python",
+        default=sys.executable,
+        help="Python that runs both servers, e.g. a venv made from requirements-render.txt with CPU-only torch",
+    )
     args = parser.parse_args()
 
     images, _ = load_mnist(REPO / "tests" / "fixtures" / "mnist", train=False)
     body = json.dumps({"pixels": to_model_input(images[:1])[0, 0].tolist()}).encode()
     results = {}
     for name in SERVERS:
-        results[name] = measure(name, args.port, body, args.requests)
+        results[name] = measure(name, args.server_python, args.port, body, args.requests)
         print(f"{name}: {results[name]}", file=sys.stderr)
 
     notes, ours = results["(a) notes' API"], results["(b) ours"]
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}; "
+    torch_build = subprocess.run(
+        [args.server_python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
+    ).stdout.strip()
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores; servers on torch {torch_build}; "
           f"one uvicorn worker each, client in the same machine\n")  # fmt: skip
     rows = [
         ("requests/s, concurrency 8", "c8", "rps", ".0f"),
