@@ -6,27 +6,9 @@ and a 200 with an "error" field for a wrong shape.
 """
 
 import torch
-import torch.nn as nn
 from fastapi import FastAPI
+from notes_model import TinyCNN
 from pydantic import BaseModel
-
-
-class TinyCNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(16 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, 10))
-
-    def forward(self, x):
-        return self.fc(self.conv(x))
-
 
 model = TinyCNN()
 model.load_state_dict(torch.load("d4_cnn.pt", map_location="cpu"))

@@ -9,6 +9,7 @@ import argparse
 import matplotlib.pyplot as plt
 import torch
 import torch.nn as nn
+from notes_model import TinyCNN
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
@@ -25,23 +26,6 @@ train_data = datasets.MNIST(root=args.data_dir, train=True, download=True, trans
 test_data = datasets.MNIST(root=args.data_dir, train=False, download=True, transform=transform)
 train_loader = DataLoader(train_data, batch_size=64, shuffle=True)
 test_loader = DataLoader(test_data, batch_size=1000)
-
-
-class TinyCNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(16 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, 10))
-
-    def forward(self, x):
-        return self.fc(self.conv(x))
 
 
 model = TinyCNN().to(device)
