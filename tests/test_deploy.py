@@ -1,0 +1,45 @@
+"""The Render blueprint and the lean deploy requirements agree with the code they deploy."""
+
+import re
+from pathlib import Path
+
+import yaml
+from fastapi.testclient import TestClient
+
+from conftest import REPO, run_script
+
+
+def web_service() -> dict:
+    blueprint = yaml.safe_load((REPO / "render.yaml").read_text())
+    (service,) = blueprint["services"]
+    return service
+
+
+def test_blueprint_is_one_free_python_web_service_starting_the_api():
+    service = web_service()
+    assert (service["type"], service["runtime"], service["plan"]) == ("web", "python", "free")
+    assert service["startCommand"] == "uvicorn d4_api_mnist:app --host 0.0.0.0 --port $PORT"
+    assert "requirements-render.txt" in service["buildCommand"]
+    assert "/whl/cpu" in service["buildCommand"]  # CPU-only torch: the CUDA build does not fit 512 MB
+    versions = {env["key"]: env["value"] for env in service["envVars"]}
+    assert re.fullmatch(r"3\.\d+\.\d+", versions["PYTHON_VERSION"])
+
+
+def test_health_check_path_answers_200():
+    from d4_api_mnist import app
+
+    with TestClient(app) as client:
+        assert client.get(web_service()["healthCheckPath"]).status_code == 200
+
+
+def test_api_imports_nothing_beyond_the_deploy_requirements():
+    check = (
+        "import sys, d4_api_mnist; "
+        "print(sorted(m for m in ('torchvision', 'matplotlib', 'requests') if m in sys.modules))"
+    )
+    result = run_script("-c", check)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    deploy_packages = Path(REPO / "requirements-render.txt").read_text()
+    for package in ("torchvision", "matplotlib"):
+        assert package not in deploy_packages
