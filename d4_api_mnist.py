@@ -18,6 +18,7 @@ from typing import Annotated
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +26,11 @@ from d4.batching import BatchingPredictor
 from d4.model import IMAGE_SIZE, LABELS, WeightsError, load_weights
 
 DEFAULT_MODEL_PATH = Path(__file__).with_name("d4_cnn.pt")
+# Bodies over 1 MiB get 413 before they are read (a 28x28 JSON array is 6 to 16 KB), so a
+# client cannot make the server hold a huge request in memory.
+MAX_BODY_BYTES = 1024 * 1024
+# Browser pages from these origins (comma-separated) may call the API; none by default.
+CORS_ORIGINS = [origin for origin in os.environ.get("D4_CORS_ORIGINS", "").split(",") if origin]
 # PyTorch sizes its thread pool from the host's cores, not the container's CPU share; one
 # thread is fastest for one small image and keeps a 0.1-CPU Render instance responsive.
 TORCH_THREADS = int(os.environ.get("D4_TORCH_THREADS", "1"))
@@ -92,7 +98,10 @@ app = FastAPI(
     title="D4 Tiny CNN",
     summary="Classify a handwritten digit (MNIST, 28x28 grey levels) with a tiny CNN.",
     lifespan=lifespan,
+    max_body_size=MAX_BODY_BYTES,
 )
+if CORS_ORIGINS:
+    app.add_middleware(CORSMiddleware, allow_origins=CORS_ORIGINS, allow_methods=["GET", "POST"], allow_headers=["*"])
 
 
 @app.exception_handler(RequestValidationError)
@@ -104,6 +113,8 @@ async def explain_validation_error(request: Request, error: RequestValidationErr
     first = problems[0]
     where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"][1:]).lstrip(".")
     message = f"{where or 'request body'}: {first['msg']}"
+    if first["loc"] == ("body",):  # no JSON object arrived at all
+        message += ' (send JSON {"pixels": [[28 numbers] x 28]} with Content-Type: application/json)'
     if len(error.errors()) > 1:
         message += f" (and {len(error.errors()) - 1} more problems)"
     return JSONResponse(status_code=422, content={"message": message, "detail": problems})

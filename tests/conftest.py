@@ -39,13 +39,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def uvicorn_server(model_path: Path = SHIPPED_WEIGHTS) -> Iterator[str]:
+def uvicorn_server(model_path: Path = SHIPPED_WEIGHTS, **env: str) -> Iterator[str]:
     """A real `uvicorn d4_api_mnist:app` on a free loopback port; yields its base URL."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "d4_api_mnist:app", "--host", "127.0.0.1", "--port", str(port)],
         cwd=REPO,
-        env=script_env(D4_MODEL_PATH=str(model_path)),
+        env=script_env(D4_MODEL_PATH=str(model_path), **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

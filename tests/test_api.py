@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from conftest import SHIPPED_WEIGHTS, run_script, script_env
 from d4.model import to_model_input
-from d4_api_mnist import app
+from d4_api_mnist import MAX_BODY_BYTES, app
 
 BLANK = [[0.0] * 28 for _ in range(28)]
 
@@ -103,6 +103,25 @@ def test_body_that_is_not_json_gets_422(client):
     response = client.post("/predict", content=b"{pixels: oops", headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert "JSON" in response.json()["message"]
+
+
+def test_body_that_is_not_a_json_object_gets_422_saying_what_to_send(client):
+    response = client.post("/predict", content=b"pixels=0.5", headers={"content-type": "text/plain"})
+    assert response.status_code == 422
+    assert 'send JSON {"pixels"' in response.json()["message"]
+
+
+def test_body_over_the_limit_gets_413_and_the_server_keeps_serving(client):
+    too_big = b'{"pixels": "' + b"0" * MAX_BODY_BYTES + b'"}'
+    response = client.post("/predict", content=too_big, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert client.post("/predict", json={"pixels": BLANK}).status_code == 200
+
+
+def test_cross_origin_requests_are_not_allowed_by_default(client):
+    headers = {"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"}
+    response = client.options("/predict", headers=headers)
+    assert "access-control-allow-origin" not in response.headers
 
 
 def test_server_keeps_serving_after_bad_input(client):

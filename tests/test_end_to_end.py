@@ -5,6 +5,7 @@ import socket
 import threading
 
 import pytest
+import requests
 
 from conftest import FIXTURE_MNIST, run_script, script_env, uvicorn_server
 
@@ -70,3 +71,22 @@ def test_client_refuses_an_index_out_of_range(server_url):
     result = run_client("--url", server_url, "--index", "10000")
     assert result.returncode == 1
     assert result.stderr.strip() == "error: --index must be between 0 and 299"
+
+
+def test_a_huge_declared_body_is_refused_before_it_is_read(server_url):
+    port = int(server_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        # Declare 100 MB but send only a few bytes: the answer must not wait for the rest.
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100000000\r\n\r\n{\"pixels\": ")  # fmt: skip
+        assert sock.recv(1024).startswith(b"HTTP/1.1 413")
+    assert requests.get(f"{server_url}/healthz", timeout=5).status_code == 200
+
+
+def test_cors_origins_are_configurable():
+    with uvicorn_server(D4_CORS_ORIGINS="https://digits.example") as url:
+        preflight = {"Origin": "https://digits.example", "Access-Control-Request-Method": "POST"}
+        allowed = requests.options(f"{url}/predict", headers=preflight, timeout=5)
+        other = requests.options(f"{url}/predict", headers={**preflight, "Origin": "https://evil.example"}, timeout=5)
+    assert allowed.headers.get("access-control-allow-origin") == "https://digits.example"
+    assert "access-control-allow-origin" not in other.headers
