@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 
 from d4.batching import BatchingPredictor
 from d4.model import IMAGE_SIZE, LABELS, WeightsError, load_weights
@@ -64,6 +65,11 @@ class Prediction(BaseModel):
     )
 
 
+class Problem(BaseModel):
+    message: str = Field(description="what was wrong, in one sentence")
+    detail: str | list
+
+
 class ServiceInfo(BaseModel):
     ok: bool
     demo: str
@@ -77,7 +83,7 @@ class Health(BaseModel):
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BatchingPredictor]]:
     torch.set_num_threads(TORCH_THREADS)
     model_path = Path(os.environ.get("D4_MODEL_PATH", DEFAULT_MODEL_PATH))
     try:
@@ -87,11 +93,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # by uvicorn as a long Starlette traceback that buries the reason.
         print(f"error: {error}", file=sys.stderr, flush=True)
         os._exit(1)
-    app.state.model = model
-    app.state.predictor = BatchingPredictor(model)
-    app.state.predictor.start()
-    yield
-    await app.state.predictor.stop()
+    predictor = BatchingPredictor(model)
+    predictor.start()
+    # What lifespan yields becomes each request's request.state: one predictor per running server.
+    yield {"predictor": predictor}
+    predictor.stop()
 
 
 app = FastAPI(
@@ -113,11 +119,20 @@ async def explain_validation_error(request: Request, error: RequestValidationErr
     first = problems[0]
     where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"][1:]).lstrip(".")
     message = f"{where or 'request body'}: {first['msg']}"
-    if first["loc"] == ("body",):  # no JSON object arrived at all
+    if first["type"] == "json_invalid":  # loc holds the character position, not a field
+        message = f"request body is not valid JSON: {error.errors()[0].get('ctx', {}).get('error', first['msg'])}"
+    if first["type"] == "json_invalid" or first["loc"] == ("body",):  # no JSON object arrived
         message += ' (send JSON {"pixels": [[28 numbers] x 28]} with Content-Type: application/json)'
     if len(error.errors()) > 1:
         message += f" (and {len(error.errors()) - 1} more problems)"
     return JSONResponse(status_code=422, content={"message": message, "detail": problems})
+
+
+@app.exception_handler(HTTPException)
+async def explain_http_error(request: Request, error: HTTPException) -> JSONResponse:
+    """Every other error (400 unreadable body, 404, 405) in the same shape as a 422."""
+    body = Problem(message=str(error.detail), detail=str(error.detail))
+    return JSONResponse(status_code=error.status_code, content=body.model_dump(), headers=error.headers)
 
 
 @app.get("/")
@@ -137,12 +152,18 @@ async def health() -> Health:
     return Health(status="ok")
 
 
-@app.post("/predict")
-async def predict(request: PredictRequest) -> Prediction:
+@app.post(
+    "/predict",
+    responses={
+        400: {"model": Problem, "description": "The body could not be read (not UTF-8, nested too deep)"},
+        413: {"description": "The body is over 1 MiB"},
+    },
+)
+async def predict(digit: PredictRequest, request: Request) -> Prediction:
     """Classify one 28x28 image of grey levels in 0..1 (white digit on black, like MNIST)."""
     # array() packs the 784 floats in one pass, twice as fast as torch.tensor(nested lists).
-    pixels = array("f", chain.from_iterable(request.pixels))
+    pixels = array("f", chain.from_iterable(digit.pixels))
     # The model runs on a worker thread, batched with other waiting requests: the event loop stays free.
-    probabilities = await app.state.predictor.probabilities(pixels)
+    probabilities = await request.state.predictor.probabilities(pixels)
     digit = max(range(len(LABELS)), key=probabilities.__getitem__)
     return Prediction(predicted_digit=digit, confidence=probabilities[digit], probabilities=probabilities)

@@ -2,14 +2,18 @@
 
 One forward pass of TinyCNN costs about the same for 1 image as for 16, and handing work
 to a thread costs about as much as the forward pass itself. So requests queue their
-image here, and one worker takes everything queued, runs one forward pass on a thread
-(keeping the event loop free to accept requests and answer /healthz), and hands each
-request its row of probabilities. A lone request is never held back to wait for others.
-Every torch call happens on that thread: small torch calls on the event loop's thread
-would fight the worker for Python's GIL and slow both down.
+image here, and one inference thread takes everything queued, runs one forward pass,
+and hands each request its row of probabilities back on the request's own event loop.
+The event loop never runs the model, so it stays free to accept requests and answer
+/healthz. A lone request is never held back to wait for others. Every torch call
+happens on that thread: small torch calls on the event loop's thread would fight the
+worker for Python's GIL and slow both down.
 """
 
 import asyncio
+import contextlib
+import queue
+import threading
 from array import array
 
 import torch
@@ -17,25 +21,28 @@ from torch import nn
 
 from d4.model import IMAGE_SIZE
 
+Request = tuple[array, asyncio.AbstractEventLoop, asyncio.Future]
+
 
 class BatchingPredictor:
     def __init__(self, model: nn.Module, max_batch: int = 64) -> None:
         self.model = model
         self.max_batch = max_batch
-        self.queue: asyncio.Queue[tuple[array, asyncio.Future]] = asyncio.Queue()
-        self.worker: asyncio.Task | None = None
+        self.requests: queue.SimpleQueue[Request | None] = queue.SimpleQueue()  # None asks the thread to stop
+        self.thread = threading.Thread(target=self._serve_batches, name="d4-inference", daemon=True)
 
     def start(self) -> None:
-        self.worker = asyncio.create_task(self._serve_batches())
+        self.thread.start()
 
-    async def stop(self) -> None:
-        if self.worker:
-            self.worker.cancel()
+    def stop(self) -> None:
+        self.requests.put(None)
+        self.thread.join()
 
     async def probabilities(self, pixels: array) -> list[float]:
         """The 10 class probabilities of one image: 784 float32 pixels in 0..1, row by row."""
-        answer = asyncio.get_running_loop().create_future()
-        await self.queue.put((pixels, answer))
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        self.requests.put((pixels, loop, answer))
         return await answer
 
     def _forward(self, images: list[array]) -> list[list[float]]:
@@ -46,18 +53,32 @@ class BatchingPredictor:
             inputs = torch.frombuffer(batch, dtype=torch.float32).view(len(images), 1, IMAGE_SIZE, IMAGE_SIZE)
             return self.model(inputs).softmax(dim=1).tolist()
 
-    async def _serve_batches(self) -> None:
-        while True:
-            waiting = [await self.queue.get()]
-            while len(waiting) < self.max_batch and not self.queue.empty():
-                waiting.append(self.queue.get_nowait())
+    def _serve_batches(self) -> None:
+        running = True
+        while running:
+            first = self.requests.get()
+            if first is None:
+                return
+            waiting = [first]
+            while len(waiting) < self.max_batch and not self.requests.empty():
+                request = self.requests.get()
+                if request is None:
+                    running = False  # answer what is queued, then stop
+                    break
+                waiting.append(request)
             try:
-                rows = await asyncio.to_thread(self._forward, [pixels for pixels, _ in waiting])
+                results: list = self._forward([pixels for pixels, _, _ in waiting])
             except Exception as error:  # answer every waiting request rather than leave it hanging
-                for _, answer in waiting:
-                    if not answer.done():
-                        answer.set_exception(error)
-                continue
-            for (_, answer), row in zip(waiting, rows, strict=True):
-                if not answer.done():  # a client that went away has cancelled its future
-                    answer.set_result(row)
+                results = [error] * len(waiting)
+            for (_, loop, answer), result in zip(waiting, results, strict=True):
+                with contextlib.suppress(RuntimeError):  # RuntimeError: that request's loop has closed
+                    loop.call_soon_threadsafe(_settle, answer, result)
+
+
+def _settle(answer: asyncio.Future, result: list[float] | Exception) -> None:
+    if answer.done():  # a client that went away has cancelled its future
+        return
+    if isinstance(result, Exception):
+        answer.set_exception(result)
+    else:
+        answer.set_result(result)

@@ -26,7 +26,7 @@ def test_waiting_requests_share_forward_passes_and_get_their_own_rows(fixture_te
         try:
             return await asyncio.gather(*(predictor.probabilities(p) for p in pixels))
         finally:
-            await predictor.stop()
+            predictor.stop()
 
     answers = asyncio.run(ask_all())
     assert torch.allclose(torch.tensor(answers), expected, atol=1e-6)
@@ -45,7 +45,7 @@ def test_a_failing_forward_pass_answers_every_waiting_request_with_the_error():
             requests = [predictor.probabilities(array("f", [0.0] * 784)) for _ in range(3)]
             return await asyncio.gather(*requests, return_exceptions=True)
         finally:
-            await predictor.stop()
+            predictor.stop()
 
     answers = asyncio.run(asyncio.wait_for(ask(), timeout=10))
     assert [str(answer) for answer in answers] == ["broken model"] * 3

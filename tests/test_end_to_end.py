@@ -40,7 +40,10 @@ def test_client_takes_base_url_from_env_and_another_index(server_url):
 def test_client_reports_an_error_answer_in_one_line(server_url):
     result = run_client("--url", f"{server_url}/no-such-endpoint")
     assert result.returncode == 1
-    assert result.stderr.strip() == f'error: {server_url}/no-such-endpoint answered HTTP 404: {{"detail":"Not Found"}}'
+    assert (
+        result.stderr.strip()
+        == f'error: {server_url}/no-such-endpoint answered HTTP 404: {{"message":"Not Found","detail":"Not Found"}}'
+    )
 
 
 def test_client_reports_a_server_that_is_down(tmp_path):

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from conftest import run_script, script_env
 from d4.data import load_mnist
-from d4.model import to_model_input
+from d4.model import load_weights, to_model_input
 
 MNIST_ROOT = os.environ.get("D4_MNIST_ROOT")
 pytestmark = pytest.mark.skipif(not MNIST_ROOT, reason="set D4_MNIST_ROOT to a folder holding MNIST/raw/")
@@ -30,10 +30,12 @@ def test_default_training_reaches_97_percent_and_its_weights_load_into_the_api(t
     from d4_api_mnist import app
 
     monkeypatch.setenv("D4_MODEL_PATH", str(out))
-    trained = torch.load(out, weights_only=True)
+    trained = load_weights(out)
     images, labels = load_mnist(MNIST_ROOT, train=False)
+    pixels = to_model_input(images[:1])
+    with torch.inference_mode():
+        expected = trained(pixels).softmax(dim=1)[0].tolist()
     with TestClient(app) as client:
-        served = client.app.state.model.state_dict()
-        assert all(torch.equal(served[name], trained[name]) for name in trained)
-        answer = client.post("/predict", json={"pixels": to_model_input(images[:1])[0, 0].tolist()}).json()
-        assert answer["predicted_digit"] == labels[0].item()
+        answer = client.post("/predict", json={"pixels": pixels[0, 0].tolist()}).json()
+    assert answer["probabilities"] == pytest.approx(expected, abs=1e-6)  # the trained file is what serves
+    assert answer["predicted_digit"] == labels[0].item()
