@@ -113,18 +113,18 @@ if CORS_ORIGINS:
 @app.exception_handler(RequestValidationError)
 async def explain_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
     """422 with one readable sentence, plus FastAPI's list without the echoed input."""
-    problems = [
-        {"loc": problem["loc"], "msg": problem["msg"], "type": problem["type"]} for problem in error.errors()[:10]
-    ]
-    first = problems[0]
-    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"][1:]).lstrip(".")
-    message = f"{where or 'request body'}: {first['msg']}"
-    if first["type"] == "json_invalid":  # loc holds the character position, not a field
-        message = f"request body is not valid JSON: {error.errors()[0].get('ctx', {}).get('error', first['msg'])}"
+    errors = error.errors()
+    first = errors[0]
+    if first["type"] == "json_invalid":  # loc holds a character position, not a field
+        message = f"request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}"
+    else:
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"][1:])
+        message = f"{where.lstrip('.') or 'request body'}: {first['msg']}"
     if first["type"] == "json_invalid" or first["loc"] == ("body",):  # no JSON object arrived
         message += ' (send JSON {"pixels": [[28 numbers] x 28]} with Content-Type: application/json)'
-    if len(error.errors()) > 1:
-        message += f" (and {len(error.errors()) - 1} more problems)"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problems)"
+    problems = [{"loc": problem["loc"], "msg": problem["msg"], "type": problem["type"]} for problem in errors[:10]]
     return JSONResponse(status_code=422, content={"message": message, "detail": problems})
 
 
@@ -159,10 +159,10 @@ async def health() -> Health:
         413: {"description": "The body is over 1 MiB"},
     },
 )
-async def predict(digit: PredictRequest, request: Request) -> Prediction:
+async def predict(body: PredictRequest, request: Request) -> Prediction:
     """Classify one 28x28 image of grey levels in 0..1 (white digit on black, like MNIST)."""
     # array() packs the 784 floats in one pass, twice as fast as torch.tensor(nested lists).
-    pixels = array("f", chain.from_iterable(digit.pixels))
+    pixels = array("f", chain.from_iterable(body.pixels))
     # The model runs on a worker thread, batched with other waiting requests: the event loop stays free.
     probabilities = await request.state.predictor.probabilities(pixels)
     digit = max(range(len(LABELS)), key=probabilities.__getitem__)

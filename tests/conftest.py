@@ -70,6 +70,17 @@ def uvicorn_server(model_path: Path = SHIPPED_WEIGHTS, **env: str) -> Iterator[s
         process.wait(timeout=30)
 
 
+@pytest.fixture(scope="module")
+def client():
+    """The API in-process (FastAPI's TestClient), its lifespan run: it serves the shipped d4_cnn.pt."""
+    from fastapi.testclient import TestClient
+
+    from d4_api_mnist import app
+
+    with TestClient(app) as client:
+        yield client
+
+
 @pytest.fixture(scope="session")
 def fixture_test_digits() -> tuple:
     """The 300 real MNIST test digits shipped with the tests, as (uint8 images, labels)."""

@@ -5,19 +5,12 @@ import math
 
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
 from conftest import SHIPPED_WEIGHTS, run_script, script_env
 from d4.model import to_model_input
-from d4_api_mnist import MAX_BODY_BYTES, app
+from d4_api_mnist import MAX_BODY_BYTES
 
 BLANK = [[0.0] * 28 for _ in range(28)]
-
-
-@pytest.fixture(scope="module")
-def client():
-    with TestClient(app) as client:  # runs the lifespan: loads the shipped d4_cnn.pt
-        yield client
 
 
 def test_root_says_what_it_is(client):

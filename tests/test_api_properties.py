@@ -2,9 +2,7 @@
 
 import json
 
-import pytest
 import schemathesis
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,12 +21,6 @@ pixel_values = st.floats(min_value=-0.5, max_value=1.5) | st.sampled_from([0, 1,
 near_pixels = st.integers(26, 29).flatmap(
     lambda rows: st.lists(st.lists(pixel_values, min_size=27, max_size=29), min_size=rows, max_size=rows)
 )
-
-
-@pytest.fixture(scope="module")
-def client():
-    with TestClient(app) as client:
-        yield client
 
 
 def check_answer(response) -> None:

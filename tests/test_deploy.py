@@ -3,7 +3,6 @@
 import re
 
 import yaml
-from fastapi.testclient import TestClient
 
 from conftest import REPO, run_script
 
@@ -24,11 +23,8 @@ def test_blueprint_is_one_free_python_web_service_starting_the_api():
     assert re.fullmatch(r"3\.\d+\.\d+", versions["PYTHON_VERSION"])
 
 
-def test_health_check_path_answers_200():
-    from d4_api_mnist import app
-
-    with TestClient(app) as client:
-        assert client.get(web_service()["healthCheckPath"]).status_code == 200
+def test_health_check_path_answers_200(client):
+    assert client.get(web_service()["healthCheckPath"]).status_code == 200
 
 
 def test_api_imports_nothing_beyond_the_deploy_requirements():
