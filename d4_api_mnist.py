@@ -1,6 +1,6 @@
-"""Serve TinyCNN as a web API: POST 28x28 pixels, get the digit back.
+"""Serve TinyCNN as a web API: POST 28x28 pixels (or a picture), get the digit back.
 
-    uvicorn d4_api_mnist:app                    # http://127.0.0.1:8000/docs to try it
+    uvicorn d4_api_mnist:app        # then open http://127.0.0.1:8000/draw, or /docs to try each endpoint
 
 The weights come from D4_MODEL_PATH (default: d4_cnn.pt beside this file) and are loaded
 once, on the CPU, when the server starts.
@@ -13,23 +13,30 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from itertools import chain
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypedDict
 
+import anyio
 import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from d4.batching import BatchingPredictor
+from d4.limits import ExplainTooLarge
 from d4.model import IMAGE_SIZE, LABELS, WeightsError, load_weights
+from d4.preprocess import MAX_IMAGE_PIXELS, ImageRejected, ImageTooLarge, image_to_pixels
 
 DEFAULT_MODEL_PATH = Path(__file__).with_name("d4_cnn.pt")
-# Bodies over 1 MiB get 413 before they are read (a 28x28 JSON array is 6 to 16 KB), so a
-# client cannot make the server hold a huge request in memory.
-MAX_BODY_BYTES = 1024 * 1024
+DRAW_PAGE = (Path(__file__).parent / "d4" / "draw.html").read_text(encoding="utf-8")
+# Each POST route's body limit: bigger bodies get 413 before they are read, so a client cannot
+# make the server hold a huge request in memory. A 28x28 JSON array is 6 to 16 KB.
+MAX_BODY_BYTES = 1024 * 1024  # /predict
+MAX_BATCH_IMAGES = 256
+MAX_BATCH_BODY_BYTES = 8 * 1024 * 1024  # 256 images of up to 16 KB, with room to spare
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # /predict/image: a phone photo as JPEG
 # Browser pages from these origins (comma-separated) may call the API; none by default.
 CORS_ORIGINS = [origin for origin in os.environ.get("D4_CORS_ORIGINS", "").split(",") if origin]
 # PyTorch sizes its thread pool from the host's cores, not the container's CPU share; one
@@ -44,17 +51,26 @@ PixelRow = Annotated[list[Pixel], Field(min_length=IMAGE_SIZE, max_length=IMAGE_
 EXAMPLE_PIXELS = [[1.0 if 4 <= row < 24 and 12 <= col < 16 else 0.0 for col in range(28)] for row in range(28)]
 
 
+Pixels = Annotated[
+    list[PixelRow],
+    Field(
+        min_length=IMAGE_SIZE,
+        max_length=IMAGE_SIZE,
+        description="28 rows of 28 grey levels, 0.0 = background (black) to 1.0 = ink (white), as in MNIST",
+    ),
+]
+
+
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"pixels": EXAMPLE_PIXELS}]})
 
-    pixels: Annotated[
-        list[PixelRow],
-        Field(
-            min_length=IMAGE_SIZE,
-            max_length=IMAGE_SIZE,
-            description="28 rows of 28 grey levels, 0.0 = background (black) to 1.0 = ink (white), as in MNIST",
-        ),
-    ]
+    pixels: Pixels
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"images": [EXAMPLE_PIXELS]}]})
+
+    images: Annotated[list[Pixels], Field(min_length=1, max_length=MAX_BATCH_IMAGES)]
 
 
 class Prediction(BaseModel):
@@ -63,6 +79,16 @@ class Prediction(BaseModel):
     probabilities: list[float] = Field(
         min_length=len(LABELS), max_length=len(LABELS), description="probability of each digit 0..9, summing to 1"
     )
+
+
+class ImagePrediction(Prediction):
+    input: list[list[float]] | None = Field(
+        default=None, description="with ?return_input=true: the 28x28 grey levels the model saw, after preprocessing"
+    )
+
+
+class BatchPrediction(BaseModel):
+    predictions: list[Prediction] = Field(description="one per image, in the order they were sent")
 
 
 class Problem(BaseModel):
@@ -74,6 +100,9 @@ class ServiceInfo(BaseModel):
     ok: bool
     demo: str
     endpoint: str
+    image_endpoint: str
+    batch_endpoint: str
+    ui: str
     docs: str
     health: str
 
@@ -82,8 +111,16 @@ class Health(BaseModel):
     status: str
 
 
+class ServerState(TypedDict):
+    """What lifespan yields becomes each request's request.state: one set per running server."""
+
+    predictor: BatchingPredictor
+    # Decoding a large image takes tens of MB for a moment: one at a time keeps a 512 MB instance safe.
+    image_workers: anyio.CapacityLimiter
+
+
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BatchingPredictor]]:
+async def lifespan(app: FastAPI) -> AsyncIterator[ServerState]:
     torch.set_num_threads(TORCH_THREADS)
     model_path = Path(os.environ.get("D4_MODEL_PATH", DEFAULT_MODEL_PATH))
     try:
@@ -95,8 +132,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BatchingPredictor]]:
         os._exit(1)
     predictor = BatchingPredictor(model)
     predictor.start()
-    # What lifespan yields becomes each request's request.state: one predictor per running server.
-    yield {"predictor": predictor}
+    yield {"predictor": predictor, "image_workers": anyio.CapacityLimiter(1)}
     predictor.stop()
 
 
@@ -104,10 +140,17 @@ app = FastAPI(
     title="D4 Tiny CNN",
     summary="Classify a handwritten digit (MNIST, 28x28 grey levels) with a tiny CNN.",
     lifespan=lifespan,
-    max_body_size=MAX_BODY_BYTES,
 )
+app.add_middleware(ExplainTooLarge)
 if CORS_ORIGINS:
     app.add_middleware(CORSMiddleware, allow_origins=CORS_ORIGINS, allow_methods=["GET", "POST"], allow_headers=["*"])
+
+
+HOW_TO_CALL = {
+    "/predict": 'send JSON {"pixels": [[28 numbers] x 28]} with Content-Type: application/json',
+    "/predict/batch": 'send JSON {"images": [[[28 numbers] x 28], ...]} with Content-Type: application/json',
+    "/predict/image": "send multipart/form-data with the picture in the field named file",
+}
 
 
 @app.exception_handler(RequestValidationError)
@@ -120,8 +163,8 @@ async def explain_validation_error(request: Request, error: RequestValidationErr
     else:
         where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"][1:])
         message = f"{where.lstrip('.') or 'request body'}: {first['msg']}"
-    if first["type"] == "json_invalid" or first["loc"] == ("body",):  # no JSON object arrived
-        message += ' (send JSON {"pixels": [[28 numbers] x 28]} with Content-Type: application/json)'
+    if first["type"] == "json_invalid" or first["loc"] == ("body",) or first["type"] == "missing":
+        message += f" ({HOW_TO_CALL.get(request.url.path, 'see /docs')})"  # the body's overall shape was wrong
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problems)"
     problems = [{"loc": problem["loc"], "msg": problem["msg"], "type": problem["type"]} for problem in errors[:10]]
@@ -141,6 +184,9 @@ async def service_info() -> ServiceInfo:
         ok=True,
         demo="D4 Tiny CNN: handwritten digit classifier trained on MNIST",
         endpoint="/predict",
+        image_endpoint="/predict/image",
+        batch_endpoint="/predict/batch",
+        ui="/draw",
         docs="/docs",
         health="/healthz",
     )
@@ -152,18 +198,68 @@ async def health() -> Health:
     return Health(status="ok")
 
 
-@app.post(
-    "/predict",
-    responses={
-        400: {"model": Problem, "description": "The body could not be read (not UTF-8, nested too deep)"},
-        413: {"description": "The body is over 1 MiB"},
-    },
-)
+TOO_LARGE = {"model": Problem, "description": "The body is over the size limit"}
+UNREADABLE = {"model": Problem, "description": "The body could not be read (not UTF-8, nested too deep, bad multipart)"}
+
+
+@app.post("/predict", max_body_size=MAX_BODY_BYTES, responses={400: UNREADABLE, 413: TOO_LARGE})
 async def predict(body: PredictRequest, request: Request) -> Prediction:
     """Classify one 28x28 image of grey levels in 0..1 (white digit on black, like MNIST)."""
     # array() packs the 784 floats in one pass, twice as fast as torch.tensor(nested lists).
     pixels = array("f", chain.from_iterable(body.pixels))
     # The model runs on a worker thread, batched with other waiting requests: the event loop stays free.
-    probabilities = await request.state.predictor.probabilities(pixels)
+    [probabilities] = await request.state.predictor.probabilities(pixels)
+    return to_prediction(probabilities)
+
+
+@app.post("/predict/batch", max_body_size=MAX_BATCH_BODY_BYTES, responses={400: UNREADABLE, 413: TOO_LARGE})
+async def predict_batch(body: BatchRequest, request: Request) -> BatchPrediction:
+    """Classify up to 256 images of 28x28 grey levels in one forward pass; answers come in the same order."""
+    pixels = array("f", chain.from_iterable(chain.from_iterable(body.images)))
+    rows = await request.state.predictor.probabilities(pixels)
+    return BatchPrediction(predictions=[to_prediction(probabilities) for probabilities in rows])
+
+
+@app.post(
+    "/predict/image",
+    max_body_size=MAX_UPLOAD_BYTES,
+    response_model_exclude_none=True,
+    responses={
+        400: UNREADABLE,
+        413: {"model": Problem, "description": f"The upload is over 5 MiB or {MAX_IMAGE_PIXELS:,} pixels"},
+        422: {"model": Problem, "description": "Not an image, a broken or animated one, or blank"},
+    },
+)
+async def predict_image(
+    request: Request,
+    file: Annotated[UploadFile, File(description="a picture of one digit: PNG, JPEG, GIF, BMP or WebP")],
+    return_input: Annotated[bool, Query(description="also return the 28x28 input the model saw")] = False,
+) -> ImagePrediction:
+    """Classify a photo, scan or drawing of one digit, dark on light or light on dark, any size.
+
+    It is prepared the way MNIST's digits were (see d4/preprocess.py): cropped to the ink,
+    scaled to fit 20x20, centred by its centre of mass in 28x28, white on black.
+    """
+    data = await file.read()
+    try:
+        # Decoding is slow next to inference: a worker thread does it so the event loop stays free.
+        pixels = await anyio.to_thread.run_sync(image_to_pixels, data, limiter=request.state.image_workers)
+    except ImageTooLarge as error:
+        raise HTTPException(status_code=413, detail=str(error)) from None
+    except ImageRejected as error:
+        raise HTTPException(status_code=422, detail=str(error)) from None
+    [probabilities] = await request.state.predictor.probabilities(pixels)
+    prediction = to_prediction(probabilities)
+    seen = [pixels[row * IMAGE_SIZE : (row + 1) * IMAGE_SIZE].tolist() for row in range(IMAGE_SIZE)]
+    return ImagePrediction(**prediction.model_dump(), input=seen if return_input else None)
+
+
+@app.get("/draw", response_class=HTMLResponse)
+async def draw_page() -> str:
+    """A page to draw a digit on (mouse, pen or touch) and see what the model makes of it."""
+    return DRAW_PAGE
+
+
+def to_prediction(probabilities: list[float]) -> Prediction:
     digit = max(range(len(LABELS)), key=probabilities.__getitem__)
     return Prediction(predicted_digit=digit, confidence=probabilities[digit], probabilities=probabilities)

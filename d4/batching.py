@@ -2,8 +2,9 @@
 
 One forward pass of TinyCNN costs about the same for 1 image as for 16, and handing work
 to a thread costs about as much as the forward pass itself. So requests queue their
-image here, and one inference thread takes everything queued, runs one forward pass,
-and hands each request its row of probabilities back on the request's own event loop.
+images here (one from /predict, up to 256 from /predict/batch), and one inference thread
+takes everything queued, runs one forward pass, and hands each request its rows of
+probabilities back on the request's own event loop.
 The event loop never runs the model, so it stays free to accept requests and answer
 /healthz. A lone request is never held back to wait for others. Every torch call
 happens on that thread: small torch calls on the event loop's thread would fight the
@@ -12,6 +13,7 @@ worker for Python's GIL and slow both down.
 
 import asyncio
 import contextlib
+import itertools
 import queue
 import threading
 from array import array
@@ -21,13 +23,14 @@ from torch import nn
 
 from d4.model import IMAGE_SIZE
 
+PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
 Request = tuple[array, asyncio.AbstractEventLoop, asyncio.Future]
 
 
 class BatchingPredictor:
     def __init__(self, model: nn.Module, max_batch: int = 64) -> None:
         self.model = model
-        self.max_batch = max_batch
+        self.max_batch = max_batch  # images per forward pass, unless one request brings more
         self.requests: queue.SimpleQueue[Request | None] = queue.SimpleQueue()  # None asks the thread to stop
         self.thread = threading.Thread(target=self._serve_batches, name="d4-inference", daemon=True)
 
@@ -38,19 +41,16 @@ class BatchingPredictor:
         self.requests.put(None)
         self.thread.join()
 
-    async def probabilities(self, pixels: array) -> list[float]:
-        """The 10 class probabilities of one image: 784 float32 pixels in 0..1, row by row."""
+    async def probabilities(self, pixels: array) -> list[list[float]]:
+        """The 10 class probabilities of each image in pixels: 784 float32 values in 0..1 per image, row by row."""
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
         self.requests.put((pixels, loop, answer))
         return await answer
 
-    def _forward(self, images: list[array]) -> list[list[float]]:
-        batch = array("f")
-        for pixels in images:
-            batch.extend(pixels)  # one contiguous buffer, then one tensor without a copy
+    def _forward(self, batch: array) -> list[list[float]]:
         with torch.inference_mode():
-            inputs = torch.frombuffer(batch, dtype=torch.float32).view(len(images), 1, IMAGE_SIZE, IMAGE_SIZE)
+            inputs = torch.frombuffer(batch, dtype=torch.float32).view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
             return self.model(inputs).softmax(dim=1).tolist()
 
     def _serve_batches(self) -> None:
@@ -60,22 +60,31 @@ class BatchingPredictor:
             if first is None:
                 return
             waiting = [first]
-            while len(waiting) < self.max_batch and not self.requests.empty():
+            images = len(first[0]) // PIXELS_PER_IMAGE
+            while images < self.max_batch and not self.requests.empty():
                 request = self.requests.get()
                 if request is None:
                     running = False  # answer what is queued, then stop
                     break
                 waiting.append(request)
+                images += len(request[0]) // PIXELS_PER_IMAGE
+            batch = array("f")
+            for pixels, _, _ in waiting:
+                batch.extend(pixels)  # one contiguous buffer, then one tensor without a copy
             try:
-                results: list = self._forward([pixels for pixels, _, _ in waiting])
+                rows = self._forward(batch)
             except Exception as error:  # answer every waiting request rather than leave it hanging
-                results = [error] * len(waiting)
+                results: list = [error] * len(waiting)
+            else:
+                counts = [len(pixels) // PIXELS_PER_IMAGE for pixels, _, _ in waiting]
+                ends = list(itertools.accumulate(counts))
+                results = [rows[end - count : end] for count, end in zip(counts, ends, strict=True)]
             for (_, loop, answer), result in zip(waiting, results, strict=True):
                 with contextlib.suppress(RuntimeError):  # RuntimeError: that request's loop has closed
                     loop.call_soon_threadsafe(_settle, answer, result)
 
 
-def _settle(answer: asyncio.Future, result: list[float] | Exception) -> None:
+def _settle(answer: asyncio.Future, result: list[list[float]] | Exception) -> None:
     if answer.done():  # a client that went away has cancelled its future
         return
     if isinstance(result, Exception):

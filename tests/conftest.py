@@ -1,5 +1,6 @@
 """Shared test helpers: the shipped MNIST fixture, running the scripts, a real uvicorn server."""
 
+import math
 import os
 import socket
 import subprocess
@@ -15,6 +16,27 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_MNIST = Path(__file__).resolve().parent / "fixtures" / "mnist"  # 200 train + 300 test digits
 SHIPPED_WEIGHTS = REPO / "d4_cnn.pt"
+
+
+def _ellipse(centre_x: float, centre_y: float, radius_x: float, radius_y: float) -> list[tuple[float, float]]:
+    angles = [2 * math.pi * step / 36 for step in range(37)]
+    return [(centre_x + radius_x * math.sin(a), centre_y - radius_y * math.cos(a)) for a in angles]
+
+
+# Each digit as pen strokes on a 280x280 pad, the way a person draws it: lists of points.
+# The image tests draw them with Pillow, the browser test with the mouse on the /draw page.
+DIGIT_STROKES: dict[int, list[list[tuple[float, float]]]] = {
+    0: [_ellipse(140, 140, 50, 90)],
+    1: [[(140, 40), (140, 240)]],
+    2: [[(80, 90), (110, 55), (160, 50), (195, 85), (190, 125), (85, 235), (205, 235)]],
+    3: [[(80, 60), (190, 60), (130, 135), (185, 160), (190, 205), (150, 235), (80, 225)]],
+    4: [[(170, 240), (170, 40), (70, 170), (210, 170)]],
+    5: [[(195, 50), (95, 50), (90, 130), (150, 120), (190, 160), (180, 215), (140, 235), (85, 220)]],
+    6: [[(180, 50), (120, 90), (90, 160), (100, 220), (150, 235), (190, 200), (180, 150), (130, 140), (95, 170)]],
+    7: [[(70, 50), (200, 50), (120, 240)]],
+    8: [_ellipse(140, 85, 45, 45), _ellipse(140, 185, 55, 55)],
+    9: [_ellipse(135, 90, 50, 45), [(183, 90), (175, 240)]],
+}
 
 
 def script_env(**overrides: str) -> dict[str, str]:
@@ -39,8 +61,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def uvicorn_server(model_path: Path = SHIPPED_WEIGHTS, **env: str) -> Iterator[str]:
-    """A real `uvicorn d4_api_mnist:app` on a free loopback port; yields its base URL."""
+def uvicorn_process(model_path: Path = SHIPPED_WEIGHTS, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real `uvicorn d4_api_mnist:app` on a free loopback port: its base URL and its process."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "d4_api_mnist:app", "--host", "127.0.0.1", "--port", str(port)],
@@ -64,10 +86,17 @@ def uvicorn_server(model_path: Path = SHIPPED_WEIGHTS, **env: str) -> Iterator[s
             if time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not become healthy within 60 s")
             time.sleep(0.2)
-        yield base_url
+        yield base_url, process
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def uvicorn_server(model_path: Path = SHIPPED_WEIGHTS, **env: str) -> Iterator[str]:
+    """A real `uvicorn d4_api_mnist:app` on a free loopback port; yields its base URL."""
+    with uvicorn_process(model_path, **env) as (base_url, _):
+        yield base_url
 
 
 @pytest.fixture(scope="module")

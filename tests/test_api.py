@@ -8,7 +8,7 @@ import torch
 
 from conftest import SHIPPED_WEIGHTS, run_script, script_env
 from d4.model import to_model_input
-from d4_api_mnist import MAX_BODY_BYTES
+from d4_api_mnist import MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES
 
 BLANK = [[0.0] * 28 for _ in range(28)]
 
@@ -18,6 +18,7 @@ def test_root_says_what_it_is(client):
     assert response.status_code == 200
     body = response.json()
     assert body["ok"] is True and "digit" in body["demo"] and body["endpoint"] == "/predict"
+    assert body["ui"] == "/draw" and client.get(body["ui"]).headers["content-type"].startswith("text/html")
 
 
 def test_healthz_answers_once_the_model_is_loaded(client):
@@ -108,7 +109,13 @@ def test_body_over_the_limit_gets_413_and_the_server_keeps_serving(client):
     too_big = b'{"pixels": "' + b"0" * MAX_BODY_BYTES + b'"}'
     response = client.post("/predict", content=too_big, headers={"content-type": "application/json"})
     assert response.status_code == 413
+    assert response.json()["message"] == "the request body is too large: /predict accepts at most 1 MiB"
     assert client.post("/predict", json={"pixels": BLANK}).status_code == 200
+
+
+def test_batch_body_over_its_limit_gets_413_naming_the_limit(client):
+    response = client.post("/predict/batch", content=b" " * (MAX_BATCH_BODY_BYTES + 1))
+    assert response.status_code == 413 and "/predict/batch accepts at most 8 MiB" in response.json()["message"]
 
 
 def test_cross_origin_requests_are_not_allowed_by_default(client):

@@ -29,8 +29,38 @@ def test_waiting_requests_share_forward_passes_and_get_their_own_rows(fixture_te
             predictor.stop()
 
     answers = asyncio.run(ask_all())
-    assert torch.allclose(torch.tensor(answers), expected, atol=1e-6)
+    assert all(len(rows) == 1 for rows in answers)
+    assert torch.allclose(torch.tensor([rows[0] for rows in answers]), expected, atol=1e-6)
     assert sum(batch_sizes) == 20 and len(batch_sizes) < 20  # some requests shared a pass
+
+
+def test_a_request_of_many_images_gets_its_rows_in_order_beside_single_requests(fixture_test_digits):
+    images, _ = fixture_test_digits
+    model = load_weights(SHIPPED_WEIGHTS)
+    inputs = to_model_input(images[:30])
+    with torch.inference_mode():
+        expected = model(inputs).softmax(dim=1)
+    batch_sizes = []
+    model.register_forward_hook(lambda module, inputs, output: batch_sizes.append(len(inputs[0])))
+    many = array("f", inputs[:25].flatten().tolist())
+    singles = [array("f", image.flatten().tolist()) for image in inputs[25:]]
+
+    async def ask_all() -> list[list[list[float]]]:
+        predictor = BatchingPredictor(model, max_batch=8)
+        predictor.start()
+        try:
+            return await asyncio.gather(
+                predictor.probabilities(singles[0]),
+                predictor.probabilities(many),
+                *(predictor.probabilities(p) for p in singles[1:]),
+            )
+        finally:
+            predictor.stop()
+
+    first, batch, *rest = asyncio.run(ask_all())
+    assert len(batch) == 25 and torch.allclose(torch.tensor(batch), expected[:25], atol=1e-6)
+    assert max(batch_sizes) >= 25  # the 25 images went through one forward pass
+    assert torch.allclose(torch.tensor(first + sum(rest, [])), expected[25:], atol=1e-6)
 
 
 def test_a_failing_forward_pass_answers_every_waiting_request_with_the_error():

@@ -37,4 +37,4 @@ def test_api_imports_nothing_beyond_the_deploy_requirements():
     assert result.stdout.strip() == "[]"
     lines = (REPO / "requirements-render.txt").read_text().splitlines()
     deploy_packages = {re.split(r"[<>=\[ ]", line)[0] for line in lines if line and not line.startswith("#")}
-    assert deploy_packages == {"torch", "fastapi", "uvicorn", "pydantic"}
+    assert deploy_packages == {"torch", "fastapi", "uvicorn", "pydantic", "anyio", "python-multipart", "pillow"}

@@ -76,13 +76,22 @@ def test_client_refuses_an_index_out_of_range(server_url):
     assert result.stderr.strip() == "error: --index must be between 0 and 299"
 
 
-def test_a_huge_declared_body_is_refused_before_it_is_read(server_url):
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/predict", "application/json"),
+        ("/predict/batch", "application/json"),
+        ("/predict/image", "multipart/form-data; boundary=x"),
+    ],
+)
+def test_a_huge_declared_body_is_refused_before_it_is_read(server_url, path, content_type):
     port = int(server_url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         # Declare 100 MB but send only a few bytes: the answer must not wait for the rest.
-        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 100000000\r\n\r\n{\"pixels\": ")  # fmt: skip
-        assert sock.recv(1024).startswith(b"HTTP/1.1 413")
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                     "Content-Length: 100000000\r\n\r\n{".encode())  # fmt: skip
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413") and b"content-type: application/json" in answer
     assert requests.get(f"{server_url}/healthz", timeout=5).status_code == 200
 
 

@@ -1,0 +1,104 @@
+"""SIGTERM, as Render sends on every deploy: requests in flight finish, then the server exits."""
+
+import io
+import signal
+import socket
+import time
+
+import requests
+import yaml
+from PIL import Image, ImageDraw
+
+from conftest import REPO, uvicorn_process
+
+BLANK = [[0.0] * 28 for _ in range(28)]
+
+
+def a_seven_png() -> bytes:
+    image = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(image).line([(70, 50), (200, 50), (120, 240)], fill=0, width=20)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def raw_request(url: str, **kwargs) -> bytes:
+    """The bytes of one HTTP/1.1 POST, as requests would send them."""
+    prepared = requests.Request("POST", url, **kwargs).prepare()
+    head = "".join(f"{name}: {value}\r\n" for name, value in prepared.headers.items())
+    return f"POST {prepared.path_url} HTTP/1.1\r\nHost: test\r\n{head}\r\n".encode() + prepared.body
+
+
+def start_slow_upload(port: int, request: bytes) -> socket.socket:
+    """A connection the server has accepted, holding a request whose last bytes are still to come."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+    connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+    health = b""
+    while not health.endswith(b'{"status":"ok"}'):  # accepted and served: the connection is live
+        chunk = connection.recv(4096)
+        assert chunk, "the server closed the connection"
+        health += chunk
+    connection.sendall(request[:-10])
+    return connection
+
+
+def finish(connection: socket.socket, request: bytes) -> bytes:
+    connection.sendall(request[-10:])
+    answer = b""
+    while chunk := connection.recv(65536):  # the server closes the connection after answering
+        answer += chunk
+    connection.close()
+    return answer
+
+
+def wait_until_refused(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the server still accepts new connections after SIGTERM")
+
+
+def test_requests_in_flight_at_sigterm_are_answered_before_the_server_exits():
+    with uvicorn_process() as (url, process):
+        port = int(url.rsplit(":", 1)[1])
+        requests_in_flight = [
+            raw_request(f"{url}/predict", json={"pixels": BLANK}),
+            raw_request(f"{url}/predict/batch", json={"images": [BLANK] * 3}),
+            raw_request(f"{url}/predict/image", files={"file": ("seven.png", a_seven_png())}),
+        ]
+        connections = [start_slow_upload(port, request) for request in requests_in_flight]
+        time.sleep(0.3)  # let the server read what was sent
+        process.send_signal(signal.SIGTERM)
+        wait_until_refused(port)  # shutting down: no new connections...
+        answers = [finish(c, r) for c, r in zip(connections, requests_in_flight, strict=True)]
+        # ...and an exit once they are answered (uvicorn re-raises SIGTERM after its shutdown)
+        assert process.wait(timeout=30) == -signal.SIGTERM
+    assert [answer.split(b"\r\n")[0] for answer in answers] == [b"HTTP/1.1 200 OK"] * 3
+    assert b'"predicted_digit":7' in answers[2]
+    log = process.stdout.read()
+    assert "Finished server process" in log and "Traceback" not in log
+
+
+def test_a_stalled_client_cannot_hold_the_shutdown_past_the_graceful_timeout():
+    with uvicorn_process(UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN="2") as (url, process):
+        port = int(url.rsplit(":", 1)[1])
+        stalled = start_slow_upload(port, raw_request(f"{url}/predict", json={"pixels": BLANK}))
+        time.sleep(0.3)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        stopped_after = time.monotonic() - started
+        stalled.close()
+    assert 1.5 < stopped_after < 10
+    assert "timeout graceful shutdown exceeded" in process.stdout.read()
+
+
+def test_render_gives_in_flight_requests_time_before_its_own_kill():
+    service = yaml.safe_load((REPO / "render.yaml").read_text())["services"][0]
+    env = {item["key"]: item["value"] for item in service["envVars"]}
+    # uvicorn reads UVICORN_* variables as its flags; Render sends SIGKILL 30 s after SIGTERM by default.
+    assert 0 < int(env["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"]) < service.get("maxShutdownDelaySeconds", 30)
