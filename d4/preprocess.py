@@ -11,7 +11,7 @@ refuses broken files, and it keeps the API's deploy small.
 import io
 from array import array
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from d4.model import IMAGE_SIZE
 
@@ -47,20 +47,22 @@ def _load_greyscale(data: bytes) -> Image.Image:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:  # Pillow's own limit, far above ours
         raise ImageTooLarge(f"the image has too many pixels; the limit is {MAX_IMAGE_PIXELS:,}") from None
-    except UnidentifiedImageError:
+    except Exception:  # Pillow raises many types for bytes it cannot read; all mean the same here
         raise ImageRejected(f"the file is not an image; send one of {', '.join(ACCEPTED_FORMATS)}") from None
     if image.format not in ACCEPTED_FORMATS:
         raise ImageRejected(f"{image.format} images are not accepted; send one of {', '.join(ACCEPTED_FORMATS)}")
     width, height = image.size
     if width * height > MAX_IMAGE_PIXELS:
         raise ImageTooLarge(f"the image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS:,} pixels")
-    if getattr(image, "n_frames", 1) > 1:
-        raise ImageRejected(f"the image is animated ({image.n_frames} frames); send a single still image")
-    image.draft("L", (WORKING_SIDE, WORKING_SIDE))  # JPEG only: decode straight to grey, at a smaller scale
     try:
-        image.load()
-    except (OSError, SyntaxError, ValueError):
+        frames = getattr(image, "n_frames", 1)  # GIF and WebP count their frames by reading them
+        if frames == 1:
+            image.draft("L", (WORKING_SIDE, WORKING_SIDE))  # JPEG only: decode straight to grey, at a smaller scale
+            image.load()
+    except Exception:  # a damaged file fails in many ways while it is decoded
         raise ImageRejected(f"the {image.format} file is truncated or corrupt") from None
+    if frames > 1:
+        raise ImageRejected(f"the image is animated ({frames} frames); send a single still image")
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         return _flatten_transparency(image.convert("LA"))
     return image.convert("L")

@@ -1,13 +1,15 @@
 """Property-based tests: whatever a client sends, the API answers 2xx or 4xx, as documented."""
 
+import io
 import json
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image, ImageDraw
 from schemathesis.checks import positive_data_acceptance
 
-from d4_api_mnist import Prediction, app
+from d4_api_mnist import BatchPrediction, ImagePrediction, Prediction, app
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -24,10 +26,10 @@ near_pixels = st.integers(26, 29).flatmap(
 )
 
 
-def check_answer(response) -> None:
+def check_answer(response, answer_model=Prediction) -> None:
     assert response.status_code in (200, 413, 422), response.text
     if response.status_code == 200:
-        Prediction.model_validate(response.json())
+        answer_model.model_validate(response.json())
     else:
         assert isinstance(response.json()["message"], str) and "Traceback" not in response.text
 
@@ -46,6 +48,41 @@ def test_near_valid_pixel_arrays_get_a_prediction_or_a_4xx_message(client, body)
     rows = body["pixels"]
     valid = len(rows) == 28 and all(len(row) == 28 and all(0 <= value <= 1 for value in row) for row in rows)
     assert (response.status_code == 200) == valid
+
+
+@settings(SETTINGS, max_examples=40)  # drawing whole images is slow in hypothesis
+@given(images=st.lists(near_pixels, max_size=3) | json_values)
+def test_near_valid_batches_get_predictions_or_a_4xx_message(client, images):
+    body = json.dumps({"images": images})
+    response = client.post("/predict/batch", content=body, headers={"content-type": "application/json"})
+    check_answer(response, BatchPrediction)
+    if response.status_code == 200:
+        assert len(response.json()["predictions"]) == len(images)
+
+
+def a_png() -> bytes:
+    image = Image.new("L", (40, 30), 255)
+    ImageDraw.Draw(image).line([(20, 3), (20, 27)], fill=0, width=4)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+PNG = a_png()
+
+
+def overwrite(changes: dict[int, int]) -> bytes:
+    return bytes(changes.get(i, value) for i, value in enumerate(PNG))
+
+
+corrupted_pngs = st.dictionaries(st.integers(0, len(PNG) - 1), st.integers(0, 255), min_size=1).map(overwrite)
+
+
+@SETTINGS
+@given(data=st.binary(max_size=2000) | corrupted_pngs)
+def test_any_upload_gets_a_prediction_or_a_4xx_message(client, data):
+    """Random bytes, and a real PNG with bytes overwritten: a corrupt file must never become a 500."""
+    check_answer(client.post("/predict/image", files={"file": ("upload.png", data)}), ImagePrediction)
 
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
