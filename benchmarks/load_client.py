@@ -1,0 +1,87 @@
+"""A small asyncio HTTP/1.1 load client for the benchmarks: keep-alive, bounded, honest about failures.
+
+It sends raw requests (bytes, made by `http_request`) over a fixed number of connections,
+reads each answer by its Content-Length, reconnects when the server closes a connection
+after answering, and counts a connection that breaks before a full answer as dropped.
+Enough for uvicorn; not a general HTTP client (no chunked responses).
+"""
+
+import asyncio
+import itertools
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+def http_request(method: str, path: str, body: bytes = b"", content_type: str = "application/json", **headers) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    if body or method == "POST":
+        lines += [f"Content-Type: {content_type}", f"Content-Length: {headers.pop('content_length', len(body))}"]
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+@dataclass
+class Load:
+    """What one run of `drive` saw."""
+
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter = field(default_factory=Counter)  # (request kind, HTTP status) -> count
+    dropped: int = 0  # connections that broke before a whole answer came back
+    elapsed: float = 0.0
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.elapsed
+
+    def percentile_ms(self, share: float) -> float:
+        ordered = sorted(self.latencies)
+        return 1000 * ordered[int(share * (len(ordered) - 1))]
+
+    @property
+    def p50_ms(self) -> float:
+        return 1000 * statistics.median(self.latencies)
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """Read one response; return its status and whether the server will close the connection."""
+    head = (await reader.readuntil(b"\r\n\r\n")).lower()
+    headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:] if b": " in line)
+    await reader.readexactly(int(headers.get(b"content-length", b"0")))
+    return int(head.split(b" ")[1]), headers.get(b"connection") == b"close"
+
+
+async def _one_connection(port: int, work: itertools.cycle, remaining: list[int], load: Load) -> None:
+    reader = writer = None
+    while remaining[0] > 0:
+        remaining[0] -= 1
+        kind, request = next(work)
+        if writer is None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        start = time.perf_counter()
+        try:
+            writer.write(request)
+            status, closing = await _read_answer(reader)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            load.dropped += 1
+            writer.close()
+            writer = None
+            continue
+        load.latencies.append(time.perf_counter() - start)
+        load.statuses[kind, status] += 1
+        if closing:
+            writer.close()
+            writer = None
+    if writer is not None:
+        writer.close()
+
+
+async def drive(port: int, requests: list[tuple[str, bytes]], concurrency: int, total: int) -> Load:
+    """Send `total` requests, cycling through (kind, raw request) pairs, over `concurrency` connections."""
+    load, remaining = Load(), [total]
+    work = itertools.cycle(requests)  # shared: each connection takes the next request
+    start = time.perf_counter()
+    await asyncio.gather(*(_one_connection(port, work, remaining, load) for _ in range(concurrency)))
+    load.elapsed = time.perf_counter() - start
+    return load
