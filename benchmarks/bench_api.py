@@ -13,14 +13,13 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import requests
+from load_client import drive, http_request
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -34,40 +33,14 @@ SERVERS = {
 }
 
 
-async def one_connection(port: int, request: bytes, remaining: list[int], latencies: list[float], statuses: Counter):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while remaining[0] > 0:
-            remaining[0] -= 1
-            start = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(
-                next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
-            )
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - start)
-            statuses[int(head.split(b" ")[1])] += 1
-    finally:
-        writer.close()
-
-
-async def drive(port: int, body: bytes, concurrency: int, total: int) -> dict:
+def drive_predict(port: int, body: bytes, concurrency: int, total: int) -> dict:
     """Send `total` POST /predict requests over `concurrency` connections; return the figures."""
-    request = (
-        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    remaining, latencies, statuses = [total], [], Counter()
-    start = time.perf_counter()
-    await asyncio.gather(*(one_connection(port, request, remaining, latencies, statuses) for _ in range(concurrency)))
-    elapsed = time.perf_counter() - start
-    latencies.sort()
+    load = asyncio.run(drive(port, [("predict", http_request("POST", "/predict", body))], concurrency, total))
     return {
-        "rps": len(latencies) / elapsed,
-        "p50_ms": 1000 * statistics.median(latencies),
-        "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
-        "non_200": sum(n for status, n in statuses.items() if status != 200),
+        "rps": load.rps,
+        "p50_ms": load.p50_ms,
+        "p99_ms": load.percentile_ms(0.99),
+        "non_200": load.dropped + sum(count for (_, status), count in load.statuses.items() if status != 200),
     }
 
 
@@ -92,11 +65,11 @@ def measure(name: str, python: str, port: int, body: bytes, requests_per_block: 
             if server.poll() is not None or time.perf_counter() - start > 60:
                 sys.exit(f"error: {name} did not start")
         result = {"cold_start_s": time.perf_counter() - start}
-        asyncio.run(drive(port, body, 8, 500))  # warm-up
-        result["c1"] = asyncio.run(drive(port, body, 1, requests_per_block // 5))
-        result["c8"] = asyncio.run(drive(port, body, 8, requests_per_block))
+        drive_predict(port, body, 8, 500)  # warm-up
+        result["c1"] = drive_predict(port, body, 1, requests_per_block // 5)
+        result["c8"] = drive_predict(port, body, 8, requests_per_block)
         result["rss_10k"] = resident_mb(server.pid)
-        asyncio.run(drive(port, body, 8, requests_per_block))
+        drive_predict(port, body, 8, requests_per_block)
         result["rss_20k"] = resident_mb(server.pid)
         return result
     finally:
