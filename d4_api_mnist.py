@@ -226,7 +226,10 @@ async def predict_batch(body: BatchRequest, request: Request) -> BatchPrediction
     response_model_exclude_none=True,
     responses={
         400: UNREADABLE,
-        413: {"model": Problem, "description": f"The upload is over 5 MiB or {MAX_IMAGE_PIXELS:,} pixels"},
+        413: {
+            "model": Problem,
+            "description": f"The upload is over {MAX_UPLOAD_BYTES // 2**20} MiB or {MAX_IMAGE_PIXELS:,} pixels",
+        },
         422: {"model": Problem, "description": "Not an image, a broken or animated one, or blank"},
     },
 )
