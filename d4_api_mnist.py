@@ -252,9 +252,10 @@ async def predict_image(
     except ImageRejected as error:
         raise HTTPException(status_code=422, detail=str(error)) from None
     [probabilities] = await request.state.predictor.probabilities(pixels)
-    prediction = to_prediction(probabilities)
-    seen = [pixels[row * IMAGE_SIZE : (row + 1) * IMAGE_SIZE].tolist() for row in range(IMAGE_SIZE)]
-    return ImagePrediction(**prediction.model_dump(), input=seen if return_input else None)
+    prediction = ImagePrediction(**to_prediction(probabilities).model_dump())
+    if return_input:
+        prediction.input = [pixels[row * IMAGE_SIZE : (row + 1) * IMAGE_SIZE].tolist() for row in range(IMAGE_SIZE)]
+    return prediction
 
 
 @app.get("/draw", response_class=HTMLResponse)

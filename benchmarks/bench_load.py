@@ -28,7 +28,7 @@ from pathlib import Path
 
 import requests
 from load_client import Load, drive, http_request
-from PIL import Image, ImageDraw
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -41,11 +41,11 @@ def multipart(data: bytes) -> tuple[bytes, str]:
     return prepared.body, prepared.headers["Content-Type"]
 
 
-def a_drawn_seven() -> bytes:
-    image = Image.new("L", (280, 280), 255)
-    ImageDraw.Draw(image).line([(70, 50), (200, 50), (120, 240)], fill=0, width=20)
+def as_a_picture(digit: list[list[float]]) -> bytes:
+    """An MNIST digit as a user would upload it: 280x280, black ink on white, PNG."""
+    levels = bytes(255 - round(255 * level) for row in digit for level in row)
     buffer = io.BytesIO()
-    image.save(buffer, "PNG")
+    Image.frombytes("L", (28, 28), levels).resize((280, 280)).save(buffer, "PNG")
     return buffer.getvalue()
 
 
@@ -54,7 +54,7 @@ def request_mix() -> list[tuple[str, bytes, int]]:
     images, _ = load_mnist(REPO / "tests" / "fixtures" / "mnist", train=False)
     digits = to_model_input(images[:16])[:, 0].tolist()
     valid = json.dumps({"pixels": digits[0]}).encode()
-    png = a_drawn_seven()
+    png = as_a_picture(digits[0])
     bad_shape = json.dumps({"pixels": digits[0][:27]}).encode()
     mix = [
         ("predict", http_request("POST", "/predict", valid), 200),

@@ -11,7 +11,7 @@ refuses broken files, and it keeps the API's deploy small.
 import io
 from array import array
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, ImageStat
 
 from d4.model import IMAGE_SIZE
 
@@ -75,13 +75,10 @@ def _flatten_transparency(image: Image.Image) -> Image.Image:
     one; either way the strokes are what is visible, and the background must contrast with them.
     """
     grey, alpha = image.split()
-    visible = alpha.point(lambda level: 255 if level >= 128 else 0)
-    if visible.getbbox() is None:
+    visible = ImageStat.Stat(grey, mask=alpha.point(lambda level: 255 if level >= 128 else 0))
+    if visible.count[0] == 0:
         raise ImageRejected("the image is blank: every pixel is transparent")
-    visible_mean = sum(level * count for level, count in enumerate(grey.histogram(visible))) / sum(
-        grey.histogram(visible)
-    )
-    paper = Image.new("L", image.size, 255 if visible_mean < 128 else 0)
+    paper = Image.new("L", image.size, 255 if visible.mean[0] < 128 else 0)
     return Image.composite(grey, paper, alpha)
 
 
@@ -93,7 +90,7 @@ def _white_ink_on_black(grey: Image.Image) -> Image.Image:
     # The paper is what most of the border shows: a digit is drawn inside its picture.
     border = Image.new("L", grey.size, 255)
     border.paste(0, (1, 1, grey.width - 1, grey.height - 1))
-    paper = _median(grey.histogram(border))
+    paper = ImageStat.Stat(grey, mask=border).median[0]
     if paper >= 128:  # dark ink on light paper: flip it to MNIST's white on black
         grey = ImageOps.invert(grey)
         paper = 255 - paper
@@ -122,12 +119,3 @@ def _centre_in_28x28(ink: Image.Image) -> array:
     canvas = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
     canvas.paste(digit, (left, top))
     return array("f", (level / 255 for level in canvas.tobytes()))
-
-
-def _median(histogram: list[int]) -> int:
-    half, seen = sum(histogram) / 2, 0
-    for level, count in enumerate(histogram):
-        seen += count
-        if seen >= half:
-            return level
-    return 0

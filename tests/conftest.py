@@ -1,5 +1,6 @@
 """Shared test helpers: the shipped MNIST fixture, running the scripts, a real uvicorn server."""
 
+import io
 import math
 import os
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_MNIST = Path(__file__).resolve().parent / "fixtures" / "mnist"  # 200 train + 300 test digits
@@ -37,6 +39,21 @@ DIGIT_STROKES: dict[int, list[list[tuple[float, float]]]] = {
     8: [_ellipse(140, 85, 45, 45), _ellipse(140, 185, 55, 55)],
     9: [_ellipse(135, 90, 50, 45), [(183, 90), (175, 240)]],
 }
+
+
+def drawn(digit: int, mode: str = "L", paper=255, pen=0) -> Image.Image:
+    """DIGIT_STROKES drawn with a thick round pen, like a finger on a canvas."""
+    image = Image.new(mode, (280, 280), paper)
+    pencil = ImageDraw.Draw(image)
+    for stroke in DIGIT_STROKES[digit]:
+        pencil.line(stroke, fill=pen, width=20, joint="curve")
+    return image
+
+
+def encode(image: Image.Image, image_format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
+    return buffer.getvalue()
 
 
 def script_env(**overrides: str) -> dict[str, str]:

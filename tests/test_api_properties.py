@@ -1,14 +1,13 @@
 """Property-based tests: whatever a client sends, the API answers 2xx or 4xx, as documented."""
 
-import io
 import json
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageDraw
 from schemathesis.checks import positive_data_acceptance
 
+from conftest import drawn, encode
 from d4_api_mnist import BatchPrediction, ImagePrediction, Prediction, app
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -60,15 +59,7 @@ def test_near_valid_batches_get_predictions_or_a_4xx_message(client, images):
         assert len(response.json()["predictions"]) == len(images)
 
 
-def a_png() -> bytes:
-    image = Image.new("L", (40, 30), 255)
-    ImageDraw.Draw(image).line([(20, 3), (20, 27)], fill=0, width=4)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-PNG = a_png()
+PNG = encode(drawn(1), "PNG")
 
 
 def overwrite(changes: dict[int, int]) -> bytes:

@@ -1,25 +1,15 @@
 """SIGTERM, as Render sends on every deploy: requests in flight finish, then the server exits."""
 
-import io
 import signal
 import socket
 import time
 
 import requests
 import yaml
-from PIL import Image, ImageDraw
 
-from conftest import REPO, uvicorn_process
+from conftest import REPO, drawn, encode, uvicorn_process
 
 BLANK = [[0.0] * 28 for _ in range(28)]
-
-
-def a_seven_png() -> bytes:
-    image = Image.new("L", (280, 280), 255)
-    ImageDraw.Draw(image).line([(70, 50), (200, 50), (120, 240)], fill=0, width=20)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def raw_request(url: str, **kwargs) -> bytes:
@@ -68,7 +58,7 @@ def test_requests_in_flight_at_sigterm_are_answered_before_the_server_exits():
         requests_in_flight = [
             raw_request(f"{url}/predict", json={"pixels": BLANK}),
             raw_request(f"{url}/predict/batch", json={"images": [BLANK] * 3}),
-            raw_request(f"{url}/predict/image", files={"file": ("seven.png", a_seven_png())}),
+            raw_request(f"{url}/predict/image", files={"file": ("seven.png", encode(drawn(7), "PNG"))}),
         ]
         connections = [start_slow_upload(port, request) for request in requests_in_flight]
         time.sleep(0.3)  # let the server read what was sent
