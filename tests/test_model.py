@@ -6,14 +6,14 @@ from torch import nn
 from torchvision import datasets, transforms
 
 from conftest import FIXTURE_MNIST
-from d4.model import LABELS, TinyCNN, WeightsError, load_weights, to_model_input
+from d4.model import LABELS, MNIST_MEAN, MNIST_STD, TinyCNN, WeightsError, load_weights, to_model_input
 
 
 def test_architecture_is_the_notes_tinycnn():
     model = TinyCNN()
     layers = [type(layer) for layer in [*model.conv, *model.fc]]
     assert layers == [
-        nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Conv2d, nn.ReLU, nn.MaxPool2d,
+        nn.Conv2d, nn.MaxPool2d, nn.ReLU, nn.Conv2d, nn.MaxPool2d, nn.ReLU,
         nn.Flatten, nn.Linear, nn.ReLU, nn.Linear,
     ]  # fmt: skip
     conv1, conv2 = model.conv[0], model.conv[3]
@@ -22,6 +22,24 @@ def test_architecture_is_the_notes_tinycnn():
     assert (model.fc[1].in_features, model.fc[1].out_features) == (784, 64)
     assert (model.fc[3].in_features, model.fc[3].out_features) == (64, 10)
     assert model(torch.rand(5, 1, 28, 28)).shape == (5, len(LABELS))
+
+
+def test_pooling_before_relu_computes_the_notes_order_exactly():
+    torch.manual_seed(0)
+    model = TinyCNN()
+    conv1, pool1, relu1, conv2, pool2, relu2 = model.conv
+    notes_order = nn.Sequential(conv1, relu1, pool1, conv2, relu2, pool2)  # the same layers, as the notes chain them
+    pixels = torch.rand(64, 1, 28, 28)
+    normalised = (pixels - MNIST_MEAN) / MNIST_STD
+    ours, theirs = model.conv(normalised), notes_order(normalised)
+    assert torch.equal(ours, theirs)
+    gradients = []
+    for output in (ours, theirs):
+        (weight_grad,) = torch.autograd.grad(
+            (output * torch.linspace(-1, 1, output.numel()).view_as(output)).sum(), conv1.weight
+        )
+        gradients.append(weight_grad)
+    torch.testing.assert_close(gradients[0], gradients[1])
 
 
 def test_model_input_matches_torchvision_to_tensor(fixture_test_digits):
