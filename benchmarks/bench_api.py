@@ -15,11 +15,9 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import requests
-from load_client import drive, http_request
+from load_client import drive, http_request, memory_mb, running_server
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -44,29 +42,13 @@ def drive_predict(port: int, body: bytes, concurrency: int, total: int) -> dict:
     }
 
 
-def memory_mb(pid: int) -> tuple[float, float]:
-    """(resident, private) MB. Resident also counts the pages of shared libraries (torch's
-    code) that the process has touched; private is the memory that is the process's own."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["RssAnon"].split()[0]) / 1024
-
-
 def measure(name: str, python: str, port: int, body: bytes, requests_per_block: int) -> dict:
     app, app_dir, health = SERVERS[name]
     command = [python, "-m", "uvicorn", app, "--app-dir", str(app_dir), "--port", str(port)]
     command += ["--log-level", "warning"]
-    start = time.perf_counter()
-    server = subprocess.Popen(command, cwd=REPO, env={**os.environ, "D4_MODEL_PATH": str(REPO / "d4_cnn.pt")})
-    try:
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}{health}", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.01)
-            if server.poll() is not None or time.perf_counter() - start > 60:
-                sys.exit(f"error: {name} did not start")
-        result = {"cold_start_s": time.perf_counter() - start}
+    env = {**os.environ, "D4_MODEL_PATH": str(REPO / "d4_cnn.pt")}
+    with running_server(command, f"http://127.0.0.1:{port}{health}", cwd=REPO, env=env) as (server, cold_start_s):
+        result = {"cold_start_s": cold_start_s}
         drive_predict(port, body, 8, 500)  # warm-up
         result["c1"] = drive_predict(port, body, 1, requests_per_block // 5)
         result["c8"] = drive_predict(port, body, 8, requests_per_block)
@@ -74,9 +56,6 @@ def measure(name: str, python: str, port: int, body: bytes, requests_per_block: 
         drive_predict(port, body, 8, requests_per_block)
         result["rss_20k"], result["private_20k"] = memory_mb(server.pid)
         return result
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def main() -> None:

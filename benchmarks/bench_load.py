@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 import requests
-from load_client import Load, drive, http_request
+from load_client import Load, drive, http_request, memory_mb, running_server
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,11 +80,6 @@ def request_mix() -> list[tuple[str, bytes, int]]:
     return mix
 
 
-def resident_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
-
-
 def probe_health(port: int, stop: multiprocessing.Event, results: multiprocessing.Queue) -> None:
     """In its own process: GET /healthz every 20 ms on a keep-alive connection, timing each answer."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -121,26 +116,14 @@ def main() -> None:
     work = [(kind, request) for kind, request, _ in mix]
     expected = {kind: status for kind, _, status in mix}
     valid = [(kind, request) for kind, request, status in mix if kind == "predict"]
+    command = [args.server_python, "-m", "uvicorn", "d4_api_mnist:app", "--port", str(args.port), "--log-level=warning"]
+    env = {**os.environ, "D4_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    health_url = f"http://127.0.0.1:{args.port}/healthz"
     with tempfile.TemporaryFile("w+") as log:
-        server = subprocess.Popen(
-            [args.server_python, "-m", "uvicorn", "d4_api_mnist:app", "--port", str(args.port), "--log-level=warning"],
-            cwd=REPO,
-            env={**os.environ, "D4_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    requests.get(f"http://127.0.0.1:{args.port}/healthz", timeout=1)
-                    break
-                except requests.ConnectionError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        sys.exit("error: the server did not start")
-                    time.sleep(0.05)
+        server_output = {"stdout": log, "stderr": subprocess.STDOUT}
+        with running_server(command, health_url, cwd=REPO, env=env, **server_output) as (server, _):
             asyncio.run(drive(args.port, work, 8, 2 * len(work) * 10))  # warm-up: every kind, twice over
-            rss_before = resident_mb(server.pid)
+            rss_before, _ = memory_mb(server.pid)
 
             print(f"machine: {platform.machine()}, {os.cpu_count()} cores; one uvicorn worker; "
                   f"{len(mix)} kinds of request, {len(valid)} of them valid /predict\n")  # fmt: skip
@@ -149,18 +132,15 @@ def main() -> None:
             print("|---:|---:|---|---:|---:|---:|---:|---:|")
             for concurrency, total in [(1, args.requests // 10), (8, args.requests // 2), (32, args.requests)]:
                 print_block(concurrency, asyncio.run(drive(args.port, work, concurrency, total)), expected)
-            rss_after = resident_mb(server.pid)
+            rss_after, _ = memory_mb(server.pid)
 
             stop, results = multiprocessing.Event(), multiprocessing.Queue()
             prober = multiprocessing.Process(target=probe_health, args=(args.port, stop, results))
             prober.start()
             saturated = asyncio.run(drive(args.port, valid, 32, args.requests // 2))
             stop.set()
-            health = sorted(results.get(timeout=30))
+            health = Load(latencies=results.get(timeout=30))
             prober.join()
-        finally:
-            server.terminate()
-            server.wait()
 
         log.seek(0)
         tracebacks = log.read().count("Traceback")
@@ -168,8 +148,8 @@ def main() -> None:
     print(f"\nresident memory: {rss_before:.1f} MB after warm-up, {rss_after:.1f} MB after the three blocks "
           f"(growth {rss_after - rss_before:+.1f} MB)")  # fmt: skip
     print(f"GET /healthz while /predict is saturated ({saturated.rps:.0f} requests/s at concurrency 32): "
-          f"{len(health)} probes, p50 {1000 * health[len(health) // 2]:.1f} ms, "
-          f"p99 {1000 * health[int(0.99 * (len(health) - 1))]:.1f} ms, max {1000 * health[-1]:.1f} ms")  # fmt: skip
+          f"{len(health.latencies)} probes, p50 {health.p50_ms:.1f} ms, "
+          f"p99 {health.percentile_ms(0.99):.1f} ms, max {health.percentile_ms(1.0):.1f} ms")  # fmt: skip
     print(f"tracebacks in the server's log: {tracebacks}")
 
 

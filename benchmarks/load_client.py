@@ -1,17 +1,52 @@
-"""A small asyncio HTTP/1.1 load client for the benchmarks: keep-alive, bounded, honest about failures.
+"""What the benchmarks share: a server under test, its memory, and a small asyncio HTTP/1.1 load client.
 
-It sends raw requests (bytes, made by `http_request`) over a fixed number of connections,
-reads each answer by its Content-Length, reconnects when the server closes a connection
-after answering, and counts a connection that breaks before a full answer as dropped.
-Enough for uvicorn; not a general HTTP client (no chunked responses).
+The client is keep-alive, bounded and honest about failures. It sends raw requests (bytes,
+made by `http_request`) over a fixed number of connections, reads each answer by its
+Content-Length, reconnects when the server closes a connection after answering, and counts
+a connection that breaks before a full answer as dropped. Enough for uvicorn; not a general
+HTTP client (no chunked responses).
 """
 
 import asyncio
 import itertools
 import statistics
+import subprocess
+import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+
+@contextmanager
+def running_server(command: list[str], health_url: str, **popen_options) -> Iterator[tuple[subprocess.Popen, float]]:
+    """Start a server; once health_url answers 200, yield it and the seconds that took; stop it at the end."""
+    start = time.perf_counter()
+    server = subprocess.Popen(command, **popen_options)
+    try:
+        while True:
+            try:
+                if requests.get(health_url, timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.01)
+            if server.poll() is not None or time.perf_counter() - start > 60:
+                sys.exit(f"error: {' '.join(command)} did not start")
+        yield server, time.perf_counter() - start
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(resident, private) MB. Resident also counts the pages of shared libraries (torch's
+    code) that the process has touched; private is the memory that is the process's own."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["RssAnon"].split()[0]) / 1024
 
 
 def http_request(method: str, path: str, body: bytes = b"", content_type: str = "application/json", **headers) -> bytes:

@@ -62,25 +62,20 @@ class BatchingPredictor:
             if first is None:
                 return
             waiting = [first]
-            images = len(first[0]) // PIXELS_PER_IMAGE
-            while images < self.max_batch and not self.requests.empty():
+            batch = array("f", first[0])  # one contiguous buffer, then one tensor without a copy
+            while len(batch) < self.max_batch * PIXELS_PER_IMAGE and not self.requests.empty():
                 request = self.requests.get()
                 if request is None:
                     running = False  # answer what is queued, then stop
                     break
                 waiting.append(request)
-                images += len(request[0]) // PIXELS_PER_IMAGE
-            batch = array("f")
-            for pixels, _, _ in waiting:
-                batch.extend(pixels)  # one contiguous buffer, then one tensor without a copy
+                batch.extend(request[0])
             try:
                 rows = self._forward(batch)
+                ends = itertools.accumulate(len(pixels) // PIXELS_PER_IMAGE for pixels, _, _ in waiting)
+                results: list = [rows[start:end] for start, end in itertools.pairwise([0, *ends])]
             except Exception as error:  # answer every waiting request rather than leave it hanging
-                results: list = [error] * len(waiting)
-            else:
-                counts = [len(pixels) // PIXELS_PER_IMAGE for pixels, _, _ in waiting]
-                ends = list(itertools.accumulate(counts))
-                results = [rows[end - count : end] for count, end in zip(counts, ends, strict=True)]
+                results = [error] * len(waiting)
             for (_, loop, answer), result in zip(waiting, results, strict=True):
                 with contextlib.suppress(RuntimeError):  # RuntimeError: that request's loop has closed
                     loop.call_soon_threadsafe(_settle, answer, result)

@@ -12,7 +12,7 @@ from d4_api_mnist import BatchPrediction, ImagePrediction, Prediction, app
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-# Any JSON value, NaN and infinities included (Python's json, like FastAPI's parser, reads them).
+# Any JSON value, NaN and infinities included (Python's json writes them; the API's parser reads them).
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),

@@ -28,7 +28,7 @@ def test_waiting_requests_share_forward_passes_and_get_their_own_rows(fixture_te
         finally:
             predictor.stop()
 
-    answers = asyncio.run(ask_all())
+    answers = asyncio.run(asyncio.wait_for(ask_all(), timeout=30))
     assert all(len(rows) == 1 for rows in answers)
     assert torch.allclose(torch.tensor([rows[0] for rows in answers]), expected, atol=1e-6)
     assert sum(batch_sizes) == 20 and len(batch_sizes) < 20  # some requests shared a pass
@@ -57,7 +57,7 @@ def test_a_request_of_many_images_gets_its_rows_in_order_beside_single_requests(
         finally:
             predictor.stop()
 
-    first, batch, *rest = asyncio.run(ask_all())
+    first, batch, *rest = asyncio.run(asyncio.wait_for(ask_all(), timeout=30))
     assert len(batch) == 25 and torch.allclose(torch.tensor(batch), expected[:25], atol=1e-6)
     assert max(batch_sizes) >= 25  # the 25 images went through one forward pass
     assert torch.allclose(torch.tensor(first + sum(rest, [])), expected[25:], atol=1e-6)
