@@ -5,7 +5,8 @@
 For each server in turn (never both at once, so they don't share the 2 cores): start it,
 time the first 200 on its health URL, warm up, then send the same real MNIST digit with a
 bounded number of keep-alive HTTP/1.1 requests at concurrency 1 and 8 from a small asyncio
-client, and read the server's resident memory after 10,000 and 20,000 requests.
+client, and read the server's resident memory after those blocks and again after as many more
+requests at concurrency 8.
 """
 
 import argparse
@@ -31,6 +32,9 @@ SERVERS = {
 }
 
 
+WARM_UP_REQUESTS = 500
+
+
 def drive_predict(port: int, body: bytes, concurrency: int, total: int) -> dict:
     """Send `total` POST /predict requests over `concurrency` connections; return the figures."""
     load = asyncio.run(drive(port, [("predict", http_request("POST", "/predict", body))], concurrency, total))
@@ -49,12 +53,12 @@ def measure(name: str, python: str, port: int, body: bytes, requests_per_block: 
     env = {**os.environ, "D4_MODEL_PATH": str(REPO / "d4_cnn.pt")}
     with running_server(command, f"http://127.0.0.1:{port}{health}", cwd=REPO, env=env) as (server, cold_start_s):
         result = {"cold_start_s": cold_start_s}
-        drive_predict(port, body, 8, 500)  # warm-up
+        drive_predict(port, body, 8, WARM_UP_REQUESTS)
         result["c1"] = drive_predict(port, body, 1, requests_per_block // 5)
         result["c8"] = drive_predict(port, body, 8, requests_per_block)
-        result["rss_10k"], result["private_10k"] = memory_mb(server.pid)
+        result["rss_first"], result["private_first"] = memory_mb(server.pid)
         drive_predict(port, body, 8, requests_per_block)
-        result["rss_20k"], result["private_20k"] = memory_mb(server.pid)
+        result["rss_second"], result["private_second"] = memory_mb(server.pid)
         return result
 
 
@@ -97,11 +101,13 @@ def main() -> None:
     for label, block, key, fmt in rows:
         a, b = notes[block][key], ours[block][key]
         print(f"| {label} | {a:{fmt}} | {b:{fmt}} | {b / a:.2f} |")
+    first = WARM_UP_REQUESTS + args.requests // 5 + args.requests  # warm-up, c1 and c8 blocks
+    second = first + args.requests
     for label, key in [
-        ("resident MB after 10k requests", "rss_10k"),
-        ("resident MB after 20k requests", "rss_20k"),
-        ("of which private MB, after 10k", "private_10k"),
-        ("of which private MB, after 20k", "private_20k"),
+        (f"resident MB after {first:,} requests", "rss_first"),
+        (f"resident MB after {second:,} requests", "rss_second"),
+        (f"of which private MB, after {first:,}", "private_first"),
+        (f"of which private MB, after {second:,}", "private_second"),
         ("cold start to first 200, s", "cold_start_s"),
     ]:
         print(f"| {label} | {notes[key]:.2f} | {ours[key]:.2f} | {ours[key] / notes[key]:.2f} |")
