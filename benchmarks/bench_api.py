@@ -5,8 +5,8 @@
 For each server in turn (never both at once, so they don't share the 2 cores): start it,
 time the first 200 on its health URL, warm up, then send the same real MNIST digit with a
 bounded number of keep-alive HTTP/1.1 requests at concurrency 1 and 8 from a small asyncio
-client, and read the server's resident memory after those blocks and again after as many more
-requests at concurrency 8.
+client, and read the server's memory after those blocks and again after one more block at
+concurrency 8.
 """
 
 import argparse
@@ -56,9 +56,10 @@ def measure(name: str, python: str, port: int, body: bytes, requests_per_block: 
         drive_predict(port, body, 8, WARM_UP_REQUESTS)
         result["c1"] = drive_predict(port, body, 1, requests_per_block // 5)
         result["c8"] = drive_predict(port, body, 8, requests_per_block)
-        result["rss_first"], result["private_first"] = memory_mb(server.pid)
+        sent = WARM_UP_REQUESTS + requests_per_block // 5 + requests_per_block
+        result["memory"] = [(sent, *memory_mb(server.pid))]  # (requests so far, resident MB, private MB)
         drive_predict(port, body, 8, requests_per_block)
-        result["rss_second"], result["private_second"] = memory_mb(server.pid)
+        result["memory"].append((sent + requests_per_block, *memory_mb(server.pid)))
         return result
 
 
@@ -101,16 +102,11 @@ def main() -> None:
     for label, block, key, fmt in rows:
         a, b = notes[block][key], ours[block][key]
         print(f"| {label} | {a:{fmt}} | {b:{fmt}} | {b / a:.2f} |")
-    first = WARM_UP_REQUESTS + args.requests // 5 + args.requests  # warm-up, c1 and c8 blocks
-    second = first + args.requests
-    for label, key in [
-        (f"resident MB after {first:,} requests", "rss_first"),
-        (f"resident MB after {second:,} requests", "rss_second"),
-        (f"of which private MB, after {first:,}", "private_first"),
-        (f"of which private MB, after {second:,}", "private_second"),
-        ("cold start to first 200, s", "cold_start_s"),
-    ]:
-        print(f"| {label} | {notes[key]:.2f} | {ours[key]:.2f} | {ours[key] / notes[key]:.2f} |")
+    for column, label in [(1, "resident MB after {:,} requests"), (2, "of which private MB, after {:,}")]:
+        for a, b in zip(notes["memory"], ours["memory"], strict=True):
+            print(f"| {label.format(a[0])} | {a[column]:.2f} | {b[column]:.2f} | {b[column] / a[column]:.2f} |")
+    a, b = notes["cold_start_s"], ours["cold_start_s"]
+    print(f"| cold start to first 200, s | {a:.2f} | {b:.2f} | {b / a:.2f} |")
     failures = [r["c1"]["non_200"] + r["c8"]["non_200"] for r in (notes, ours)]
     print(f"| non-200 answers | {failures[0]} | {failures[1]} | |")
 

@@ -120,8 +120,8 @@ def main() -> None:
     env = {**os.environ, "D4_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1"}
     health_url = f"http://127.0.0.1:{args.port}/healthz"
     with tempfile.TemporaryFile("w+") as log:
-        server_output = {"stdout": log, "stderr": subprocess.STDOUT}
-        with running_server(command, health_url, cwd=REPO, env=env, **server_output) as (server, _):
+        output = {"stdout": log, "stderr": subprocess.STDOUT}  # the log is searched for tracebacks
+        with running_server(command, health_url, cwd=REPO, env=env, **output) as (server, _):
             asyncio.run(drive(args.port, work, 8, 2 * len(work) * 10))  # warm-up: every kind, twice over
             rss_before, _ = memory_mb(server.pid)
 
