@@ -78,12 +78,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def uvicorn_process(model_path: Path = SHIPPED_WEIGHTS, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A real `uvicorn d4_api_mnist:app` on a free loopback port: its base URL and its process."""
+def uvicorn_process(
+    model_path: Path = SHIPPED_WEIGHTS,
+    *,
+    app: str = "d4_api_mnist:app",
+    app_dir: Path = REPO,
+    cwd: Path = REPO,
+    health: str = "/healthz",
+    **env: str,
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real uvicorn on a free loopback port serving `app` (ours by default): its base URL and its process."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "d4_api_mnist:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO,
+        [sys.executable, "-m", "uvicorn", app, "--app-dir", str(app_dir), "--host", "127.0.0.1", "--port", str(port)],
+        cwd=cwd,
         env=script_env(D4_MODEL_PATH=str(model_path), **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -96,7 +104,7 @@ def uvicorn_process(model_path: Path = SHIPPED_WEIGHTS, **env: str) -> Iterator[
             if process.poll() is not None:
                 raise RuntimeError(f"uvicorn exited with {process.returncode}: {process.stdout.read()}")
             try:
-                if requests.get(f"{base_url}/healthz", timeout=1).ok:
+                if requests.get(f"{base_url}{health}", timeout=1).ok:
                     break
             except requests.ConnectionError:
                 pass
@@ -114,6 +122,26 @@ def uvicorn_server(model_path: Path = SHIPPED_WEIGHTS, **env: str) -> Iterator[s
     """A real `uvicorn d4_api_mnist:app` on a free loopback port; yields its base URL."""
     with uvicorn_process(model_path, **env) as (base_url, _):
         yield base_url
+
+
+@contextmanager
+def notes_api_server(weights_folder: Path) -> Iterator[str]:
+    """The notes' API (benchmarks/notes_api.py) as a real uvicorn serving weights_folder/d4_cnn.pt; its base URL.
+
+    Like the notes' script, it reads d4_cnn.pt from its working directory.
+    """
+    notes_api = {"app": "notes_api:app", "app_dir": REPO / "benchmarks", "cwd": weights_folder, "health": "/"}
+    with uvicorn_process(weights_folder / "d4_cnn.pt", **notes_api) as (base_url, _):
+        yield base_url
+
+
+def old_layout_state_dict() -> dict:
+    """What this project's trainer saved before it took the notes' layout: nn.Sequential blocks conv and fc."""
+    from torch import nn
+
+    conv = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1))
+    fc = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+    return nn.ModuleDict({"conv": conv, "fc": fc}).state_dict()
 
 
 @pytest.fixture(scope="module")

@@ -5,38 +5,40 @@ import torch
 from torch import nn
 from torchvision import datasets, transforms
 
-from conftest import FIXTURE_MNIST
-from d4.model import LABELS, MNIST_MEAN, MNIST_STD, TinyCNN, WeightsError, load_weights, to_model_input
+from conftest import FIXTURE_MNIST, old_layout_state_dict
+from d4.model import LABELS, TinyCNN, WeightsError, load_weights, to_model_input
+
+NOTES_KEYS = [f"{layer}.{kind}" for layer in ("conv1", "conv2", "fc1", "fc2") for kind in ("weight", "bias")]
 
 
-def test_architecture_is_the_notes_tinycnn():
+def test_architecture_has_the_notes_layers_and_shapes():
     model = TinyCNN()
-    layers = [type(layer) for layer in [*model.conv, *model.fc]]
-    assert layers == [
-        nn.Conv2d, nn.MaxPool2d, nn.ReLU, nn.Conv2d, nn.MaxPool2d, nn.ReLU,
-        nn.Flatten, nn.Linear, nn.ReLU, nn.Linear,
-    ]  # fmt: skip
-    conv1, conv2 = model.conv[0], model.conv[3]
-    assert (conv1.in_channels, conv1.out_channels, conv1.kernel_size, conv1.padding) == (1, 8, (3, 3), (1, 1))
-    assert (conv2.in_channels, conv2.out_channels, conv2.kernel_size, conv2.padding) == (8, 16, (3, 3), (1, 1))
-    assert (model.fc[1].in_features, model.fc[1].out_features) == (784, 64)
-    assert (model.fc[3].in_features, model.fc[3].out_features) == (64, 10)
+    assert list(model.state_dict()) == NOTES_KEYS
+    assert (model.conv1.in_channels, model.conv1.out_channels, model.conv1.kernel_size, model.conv1.padding) == (
+        1, 8, (3, 3), (1, 1),
+    )  # fmt: skip
+    assert (model.conv2.in_channels, model.conv2.out_channels, model.conv2.kernel_size, model.conv2.padding) == (
+        8, 16, (3, 3), (1, 1),
+    )  # fmt: skip
+    assert (model.pool.kernel_size, model.pool.stride) == (2, 2)
+    assert (model.fc1.in_features, model.fc1.out_features) == (784, 64)
+    assert (model.fc2.in_features, model.fc2.out_features) == (64, 10)
+    assert sum(parameter.numel() for parameter in model.parameters()) == 52_138
     assert model(torch.rand(5, 1, 28, 28)).shape == (5, len(LABELS))
 
 
 def test_pooling_before_relu_computes_the_notes_order_exactly():
     torch.manual_seed(0)
     model = TinyCNN()
-    conv1, pool1, relu1, conv2, pool2, relu2 = model.conv
-    notes_order = nn.Sequential(conv1, relu1, pool1, conv2, relu2, pool2)  # the same layers, as the notes chain them
+    notes_order = nn.Sequential(model.conv1, nn.ReLU(), model.pool, model.conv2, nn.ReLU(), model.pool)
+    ours_order = nn.Sequential(model.conv1, model.pool, nn.ReLU(), model.conv2, model.pool, nn.ReLU())
     pixels = torch.rand(64, 1, 28, 28)
-    normalised = (pixels - MNIST_MEAN) / MNIST_STD
-    ours, theirs = model.conv(normalised), notes_order(normalised)
+    ours, theirs = ours_order(pixels), notes_order(pixels)
     assert torch.equal(ours, theirs)
     gradients = []
     for output in (ours, theirs):
         (weight_grad,) = torch.autograd.grad(
-            (output * torch.linspace(-1, 1, output.numel()).view_as(output)).sum(), conv1.weight
+            (output * torch.linspace(-1, 1, output.numel()).view_as(output)).sum(), model.conv1.weight
         )
         gradients.append(weight_grad)
     torch.testing.assert_close(gradients[0], gradients[1])
@@ -95,7 +97,18 @@ class WritesAFile:
 def test_pickle_carrying_code_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    torch.save({"conv.0.weight": WritesAFile(marker)}, path)
+    torch.save({"conv1.weight": WritesAFile(marker)}, path)
     with pytest.raises(WeightsError, match="could not be read"):
         load_weights(path)
     assert not marker.exists()
+
+
+def test_weights_in_the_old_layout_get_one_line_saying_to_retrain(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save(old_layout_state_dict(), path)
+    with pytest.raises(WeightsError) as error:
+        load_weights(path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "earlier version of this project" in message and "python d4_tiny_cnn_mnist.py" in message
+
