@@ -234,12 +234,12 @@ async def predict_batch(body: BatchRequest, request: Request) -> BatchPrediction
             "model": Problem,
             "description": f"The upload is over {MAX_UPLOAD_BYTES // 2**20} MiB or {MAX_IMAGE_PIXELS:,} pixels",
         },
-        422: {"model": Problem, "description": "Not an image, a broken or animated one, or blank"},
+        422: {"model": Problem, "description": "Not an image, a broken or animated one, a thin strip, or blank"},
     },
 )
 async def predict_image(
     request: Request,
-    file: Annotated[UploadFile, File(description="a picture of one digit: PNG, JPEG, GIF, BMP or WebP")],
+    file: Annotated[UploadFile, File(description="a picture of one digit: PNG, JPEG (phones' MPO too), GIF, BMP or WebP")],
     return_input: Annotated[bool, Query(description="also return the 28x28 input the model saw")] = False,
 ) -> ImagePrediction:
     """Classify a photo, scan or drawing of one digit, dark on light or light on dark, any size.

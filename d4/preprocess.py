@@ -4,18 +4,20 @@ MNIST's digits were made this way (LeCun et al.): each scanned digit was cropped
 scaled with anti-aliasing so that it fits a 20x20 box keeping its aspect ratio, and put in a
 28x28 image so that its centre of mass sits at the centre, white ink on black. A photo or a
 canvas drawing only looks like MNIST to the model after the same steps, so the API runs
-every uploaded image through `image_to_pixels` below. Only Pillow is used: it is fast, it
-refuses broken files, and it keeps the API's deploy small.
+every uploaded image through `image_to_pixels` below: decode (upright, as the camera meant
+it), tell ink from paper, refuse what holds no digit, crop, scale and centre. Only Pillow is
+used: it is fast, it refuses broken files, and it keeps the API's deploy small.
 """
 
 import io
 from array import array
 
-from PIL import Image, ImageOps, ImageStat
+from PIL import Image, ImageFilter, ImageOps, ImageStat
 
 from d4.model import IMAGE_SIZE
 
-ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+# MPO is how many phones store a JPEG photo (a JPEG with extra views); its first image is the photo.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "WEBP")
 # 4096 x 4096: a phone photo (12 MP) fits; a decompression bomb (a tiny file that decodes to a
 # gigapixel image) is refused from its header, before any pixel is decoded.
 MAX_IMAGE_PIXELS = 4096 * 4096
@@ -23,7 +25,17 @@ DIGIT_BOX = 20  # MNIST fitted each digit into 20x20 and centred that in 28x28
 WORKING_SIDE = 1024  # larger images are shrunk first: cropping and centring need no more detail
 # Below this share of the ink's contrast a pixel counts as paper: JPEG noise, shadows, dust.
 NOISE_LEVEL = 0.2
-MIN_CONTRAST = 32  # grey levels between paper and ink below which we call the image blank
+MIN_CONTRAST = 32  # grey levels between the mean paper and the mean ink below which we call the image blank
+# Paper is the tone that most of the border shows, unless the border is this close to half and
+# half (a digit cropped tightly to its ink): then ink is the tone that covers less of the picture.
+BORDER_TIE = 0.1
+# A picture of one tone at least this many times taller than wide is a pen stroke cropped to its
+# ink, with no paper left: the digit 1.
+BAR_ASPECT = 3
+MAX_ASPECT = 50  # a picture longer than 50x its width is a line or a strip, not a digit
+# Above 4x MNIST's size, one pixel is less than a quarter of an MNIST pixel: a mark that a 3x3
+# median removes (dust, a speck, JPEG noise) cannot be a stroke, and must not widen the crop.
+SPECK_FILTER_SIDE = 4 * IMAGE_SIZE
 
 
 class ImageRejected(ValueError):
@@ -54,11 +66,19 @@ def _load_greyscale(data: bytes) -> Image.Image:
     width, height = image.size
     if width * height > MAX_IMAGE_PIXELS:
         raise ImageTooLarge(f"the image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS:,} pixels")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageRejected(
+            f"the image is {width}x{height} pixels, a strip too thin to hold a digit "
+            f"(at most {MAX_ASPECT} times longer than wide); crop it around the digit"
+        )
     try:
-        frames = getattr(image, "n_frames", 1)  # GIF and WebP count their frames by reading them
+        # GIF and WebP count their frames by reading them; an MPO's extra frames are other views of the photo.
+        frames = 1 if image.format == "MPO" else getattr(image, "n_frames", 1)
         if frames == 1:
             image.draft("L", (WORKING_SIDE, WORKING_SIDE))  # JPEG only: decode straight to grey, at a smaller scale
             image.load()
+            # Phones store photos as the sensor saw them and say in EXIF how to turn them upright.
+            ImageOps.exif_transpose(image, in_place=True)
     except Exception:  # a damaged file fails in many ways while it is decoded
         raise ImageRejected(f"the {image.format} file is truncated or corrupt") from None
     if frames > 1:
@@ -83,25 +103,74 @@ def _flatten_transparency(image: Image.Image) -> Image.Image:
 
 
 def _white_ink_on_black(grey: Image.Image) -> Image.Image:
-    """Shrink, make the ink white on exactly-black paper, and crop to the ink."""
+    """Shrink, make the ink white on exactly-black paper, and crop to the ink; refuse a picture with no digit."""
     factor = -(-max(grey.size) // WORKING_SIDE)  # ceiling division
     if factor > 1:
         grey = grey.reduce(factor)
-    # The paper is what most of the border shows: a digit is drawn inside its picture.
+    histogram = grey.histogram()
+    split = _otsu_split(histogram)  # the whole picture's two tones: paper and ink
+    if split is not None and _dark_is_ink(grey, histogram, split):  # dark on light: flip to MNIST's white on black
+        grey = ImageOps.invert(grey)
+        histogram, split = histogram[::-1], 256 - split
+    if split is None or _mean_level(histogram, split, 256) - _mean_level(histogram, 0, split) < MIN_CONTRAST:
+        if grey.height >= BAR_ASPECT * grey.width:
+            return Image.new("L", grey.size, 255)  # all ink, tall and narrow: a 1 cropped to its stroke
+        raise ImageRejected("the image is blank: no digit stands out from the background")
+    paper = _mean_level(histogram, 0, split)
+    brightest = grey.getextrema()[1]
+    noise = paper + NOISE_LEVEL * (brightest - paper)
+    # Stretch paper..ink to 0..255, and clear everything too faint to be ink.
+    scale = 255 / (brightest - paper)
+    stretched = grey.point(lambda level: 0 if level <= noise else min(255, round((level - paper) * scale)))
+    marks = stretched.filter(ImageFilter.MedianFilter(3)) if max(grey.size) > SPECK_FILTER_SIDE else stretched
+    box = marks.getbbox()
+    if box is None or max(box[2] - box[0], box[3] - box[1]) * IMAGE_SIZE < max(grey.size):
+        raise ImageRejected(
+            "the image is blank: its only marks are specks or noise, too small to be a pen stroke "
+            "once the picture is seen at MNIST's 28x28 scale"
+        )
+    return stretched.crop(box)
+
+
+def _otsu_split(histogram: list[int]) -> int | None:
+    """The level that best splits the grey levels into a dark class (< it) and a light one (Otsu, 1979).
+
+    It maximises the between-class variance; None when the picture has a single grey level.
+    """
+    total = sum(histogram)
+    level_sum = sum(level * count for level, count in enumerate(histogram))
+    best_split, best_spread = None, 0.0
+    dark_count = dark_sum = 0
+    for level in range(1, 256):
+        dark_count += histogram[level - 1]
+        dark_sum += (level - 1) * histogram[level - 1]
+        light_count = total - dark_count
+        if dark_count == 0 or light_count == 0:
+            continue
+        gap = dark_sum / dark_count - (level_sum - dark_sum) / light_count
+        spread = dark_count * light_count * gap * gap
+        if spread > best_spread:
+            best_split, best_spread = level, spread
+    return best_split
+
+
+def _dark_is_ink(grey: Image.Image, histogram: list[int], split: int) -> bool:
+    """Paper is the tone most of the border shows: a digit is drawn inside its picture.
+
+    When the border shows both about equally (a digit cropped to its ink touches every side),
+    ink is the tone that covers less of the whole picture.
+    """
     border = Image.new("L", grey.size, 255)
     border.paste(0, (1, 1, grey.width - 1, grey.height - 1))
-    paper = ImageStat.Stat(grey, mask=border).median[0]
-    if paper >= 128:  # dark ink on light paper: flip it to MNIST's white on black
-        grey = ImageOps.invert(grey)
-        paper = 255 - paper
-    ink = grey.getextrema()[1]
-    contrast = ink - paper
-    if contrast < MIN_CONTRAST:
-        raise ImageRejected("the image is blank: no digit stands out from the background")
-    noise = paper + NOISE_LEVEL * contrast
-    # Stretch paper..ink to 0..255, and clear everything too faint to be ink.
-    stretched = grey.point(lambda level: 0 if level <= noise else min(255, round((level - paper) * 255 / contrast)))
-    return stretched.crop(stretched.getbbox())
+    border_dark_share = sum(grey.histogram(mask=border)[:split]) / sum(border.histogram()[255:])
+    if abs(border_dark_share - 0.5) > BORDER_TIE:
+        return border_dark_share < 0.5
+    return sum(histogram[:split]) < sum(histogram[split:])
+
+
+def _mean_level(histogram: list[int], start: int, stop: int) -> float:
+    count = sum(histogram[start:stop])
+    return sum(level * histogram[level] for level in range(start, stop)) / count
 
 
 def _centre_in_28x28(ink: Image.Image) -> array:
