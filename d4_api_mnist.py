@@ -239,7 +239,7 @@ async def predict_batch(body: BatchRequest, request: Request) -> BatchPrediction
 )
 async def predict_image(
     request: Request,
-    file: Annotated[UploadFile, File(description="a picture of one digit: PNG, JPEG (phones' MPO too), GIF, BMP or WebP")],
+    file: Annotated[UploadFile, File(description="a picture of one digit: PNG, JPEG or MPO, GIF, BMP, WebP")],
     return_input: Annotated[bool, Query(description="also return the 28x28 input the model saw")] = False,
 ) -> ImagePrediction:
     """Classify a photo, scan or drawing of one digit, dark on light or light on dark, any size.

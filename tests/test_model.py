@@ -111,4 +111,3 @@ def test_weights_in_the_old_layout_get_one_line_saying_to_retrain(tmp_path):
     message = str(error.value)
     assert "\n" not in message
     assert "earlier version of this project" in message and "python d4_tiny_cnn_mnist.py" in message
-
