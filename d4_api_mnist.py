@@ -28,7 +28,7 @@ from d4.batching import BatchingPredictor
 from d4.json_route import FastJSONRoute
 from d4.limits import ExplainTooLarge
 from d4.model import IMAGE_SIZE, LABELS, WeightsError, load_weights
-from d4.preprocess import MAX_IMAGE_PIXELS, ImageRejected, ImageTooLarge, image_to_pixels
+from d4.preprocess import MAX_IMAGE_PIXELS, ImageRejected, ImageTooLarge, image_to_views
 
 DEFAULT_MODEL_PATH = Path(__file__).with_name("d4_cnn.pt")
 DRAW_PAGE = (Path(__file__).parent / "d4" / "draw.html").read_text(encoding="utf-8")
@@ -250,15 +250,17 @@ async def predict_image(
     data = await file.read()
     try:
         # Decoding is slow next to inference: a worker thread does it so the event loop stays free.
-        pixels = await anyio.to_thread.run_sync(image_to_pixels, data, limiter=request.state.image_workers)
+        views = await anyio.to_thread.run_sync(image_to_views, data, limiter=request.state.image_workers)
     except ImageTooLarge as error:
         raise HTTPException(status_code=413, detail=str(error)) from None
     except ImageRejected as error:
         raise HTTPException(status_code=422, detail=str(error)) from None
-    [probabilities] = await request.state.predictor.probabilities(pixels)
+    # The picture and 4 nearby views of it in one batch; their answers averaged read people's digits better.
+    rows = await request.state.predictor.probabilities(views)
+    probabilities = [sum(column) / len(rows) for column in zip(*rows, strict=True)]
     prediction = ImagePrediction(**to_prediction(probabilities).model_dump())
     if return_input:
-        prediction.input = [pixels[row * IMAGE_SIZE : (row + 1) * IMAGE_SIZE].tolist() for row in range(IMAGE_SIZE)]
+        prediction.input = [views[row * IMAGE_SIZE : (row + 1) * IMAGE_SIZE].tolist() for row in range(IMAGE_SIZE)]
     return prediction
 
 

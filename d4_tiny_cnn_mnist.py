@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from d4.augment import distort
 from d4.data import MnistUnavailable, load_mnist
 from d4.model import TinyCNN, to_model_input
 
@@ -35,7 +36,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="onecycle",
         help="learning-rate schedule; the notes' recipe is --batch-size 64 --lr 0.001 --schedule constant",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for the initial weights and the shuffling")
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="distort each training batch like other people's handwriting (slant, wobble, pen width, coarse scans)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for the initial weights, shuffling and distortions")
     parser.add_argument("--data-dir", default="data", help="MNIST root: MNIST/raw/ is read or downloaded here")
     parser.add_argument("--out", type=Path, default=Path("d4_cnn.pt"), help="where to save the trained weights")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device name")
@@ -80,18 +86,20 @@ def train_epoch(
     pixels: torch.Tensor,
     labels: torch.Tensor,
     batch_size: int,
-    shuffle: torch.Generator,
+    generator: torch.Generator,
+    augment: bool,
     description: str,
 ) -> tuple[float, float]:
-    """One pass over the data in shuffled batches; returns (sum of batch losses, training accuracy)."""
+    """One pass over the data in shuffled (and, with augment, distorted) batches; returns (sum of losses, accuracy)."""
     model.train()
-    order = torch.randperm(len(labels), generator=shuffle).to(labels.device)
+    order = torch.randperm(len(labels), generator=generator).to(labels.device)
     # Totals stay on the device so a GPU never waits for the host inside the epoch.
     loss_sum = torch.zeros((), device=labels.device)
     correct = torch.zeros((), dtype=torch.long, device=labels.device)
     for start in tqdm(range(0, len(order), batch_size), desc=description, leave=False, disable=None):
         batch = order[start : start + batch_size]
-        logits = model(pixels[batch])
+        inputs = distort(pixels[batch], generator) if augment else pixels[batch]
+        logits = model(inputs)
         loss = F.cross_entropy(logits, labels[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -158,11 +166,19 @@ def main(argv: list[str] | None = None) -> None:
     optimizer, scheduler = make_optimizer(model, args.lr, args.schedule, total_steps=args.epochs * steps_per_epoch)
 
     # Train
-    shuffle = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
     try:
         for epoch in range(args.epochs):
             loss_sum, accuracy = train_epoch(
-                model, optimizer, scheduler, train_pixels, train_labels, args.batch_size, shuffle, f"epoch {epoch}"
+                model,
+                optimizer,
+                scheduler,
+                train_pixels,
+                train_labels,
+                args.batch_size,
+                generator,
+                args.augment,
+                f"epoch {epoch}",
             )
             print(f"epoch={epoch} loss={loss_sum:.4f} accuracy={accuracy:.4f}", flush=True)
     except KeyboardInterrupt:

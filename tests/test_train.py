@@ -49,7 +49,7 @@ def run_one_epoch(lr: float, schedule: str, batch_size: int) -> tuple[list[float
     optimizer, scheduler = trainer.make_optimizer(model, lr, schedule, total_steps=steps)
     seen = []
     optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
-    trainer.train_epoch(model, optimizer, scheduler, pixels, labels, batch_size, torch.Generator(), "test")
+    trainer.train_epoch(model, optimizer, scheduler, pixels, labels, batch_size, torch.Generator(), False, "test")
     return seen, steps
 
 
