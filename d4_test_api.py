@@ -8,7 +8,7 @@ import argparse
 import json
 import os
 import sys
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--url",
         default=os.environ.get("D4_API_URL", DEFAULT_URL),
-        help="the API's /predict URL, or its base URL (env D4_API_URL)",
+        help="the API's /predict URL or its base URL, e.g. localhost:8000 or https://host/prefix (env D4_API_URL)",
     )
     parser.add_argument("--index", type=int, default=0, help="which of the 10,000 test images to send")
     parser.add_argument("--data-dir", default="data", help="MNIST root: MNIST/raw/ is read or downloaded here")
@@ -37,8 +37,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def predict_url(url: str) -> str:
-    """Accept the service's base URL as well as its /predict URL."""
-    return url.rstrip("/") + "/predict" if urlsplit(url).path in ("", "/") else url
+    """The /predict URL from what people type: a base URL, one with a path prefix, or a bare host:port.
+
+    localhost:8000 -> http://localhost:8000/predict; https://h/d4/ -> https://h/d4/predict;
+    http://h:8000/?k=1 -> http://h:8000/predict?k=1; a URL already ending in /predict is kept.
+    Raises ValueError for a URL that is not http(s) or has no host.
+    """
+    if "://" not in url:
+        url = f"http://{url}"  # a bare host:port, as uvicorn prints it without the scheme
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"--url {url!r} is not an http:// or https:// address with a host, such as http://127.0.0.1:8000"
+        )
+    path = parts.path.rstrip("/")
+    if not path.endswith("/predict"):
+        path += "/predict"
+    return urlunsplit(parts._replace(path=path))
 
 
 def post_digit(url: str, pixels: list[list[float]], timeout: float) -> dict:
@@ -63,14 +78,14 @@ def post_digit(url: str, pixels: list[list[float]], timeout: float) -> dict:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
+        url = predict_url(args.url)
         images, labels = load_mnist(args.data_dir, train=False)
-    except MnistUnavailable as error:
+    except (ValueError, MnistUnavailable) as error:
         sys.exit(f"error: {error}")
     if not 0 <= args.index < len(labels):
         sys.exit(f"error: --index must be between 0 and {len(labels) - 1}")
 
     pixels = to_model_input(images[args.index : args.index + 1])[0, 0].tolist()
-    url = predict_url(args.url)
     try:
         answer = post_digit(url, pixels, args.timeout)
     except RuntimeError as error:

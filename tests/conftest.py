@@ -3,6 +3,7 @@
 import io
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -39,6 +40,30 @@ DIGIT_STROKES: dict[int, list[list[tuple[float, float]]]] = {
     8: [_ellipse(140, 85, 45, 45), _ellipse(140, 185, 55, 55)],
     9: [_ellipse(135, 90, 50, 45), [(183, 90), (175, 240)]],
 }
+
+
+SYSTEM_CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+NO_CHROMIUM = (
+    "the /draw tests need Chromium and none was found: on Debian/Ubuntu `sudo apt-get install chromium`, "
+    "elsewhere `python -m playwright install chromium`"
+)
+
+
+def find_chromium() -> str | None:
+    """Playwright's own Chromium if it is installed, else the first system Chromium or Chrome on the PATH."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        bundled = playwright.chromium.executable_path
+    if Path(bundled).is_file():
+        return bundled
+    return next(filter(None, map(shutil.which, SYSTEM_CHROMIUMS)), None)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Stop the run at once, in one line, when browser tests are selected and there is no browser to run them."""
+    if any(item.path.name == "test_draw_page.py" for item in session.items) and find_chromium() is None:
+        pytest.exit(NO_CHROMIUM, returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def drawn(digit: int, mode: str = "L", paper=255, pen=0) -> Image.Image:

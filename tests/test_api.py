@@ -86,6 +86,19 @@ def test_bad_pixels_get_422_saying_where_and_what(client, body, where):
     assert message.startswith(f"{where}: ") or message.startswith(f"{where}[")
 
 
+@pytest.mark.parametrize("key", ["<img src=x onerror=alert(1)>", "a" * 200, "pix els"])
+def test_an_unexpected_field_with_an_unsafe_name_is_not_echoed(client, key):
+    answer = client.post("/predict", json={"pixels": BLANK, key: 1})
+    assert answer.status_code == 422
+    assert key not in answer.text and "<" not in answer.text
+    assert answer.json()["message"] == "(a field whose name is not shown): Extra inputs are not permitted"
+
+
+def test_an_unexpected_field_with_a_plain_name_is_named(client):
+    answer = client.post("/predict", json={"pixels": BLANK, "pixel": 1})
+    assert answer.json()["message"] == "pixel: Extra inputs are not permitted"
+
+
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_pixels_get_422(client, value):
     body = json.dumps({"pixels": with_pixel(0.0)}).replace("0.0", value, 1)

@@ -1,12 +1,15 @@
 """Micro-batching: requests waiting together share a forward pass and each gets its own answer."""
 
 import asyncio
+import time
 from array import array
 
+import pytest
 import torch
 
 from conftest import SHIPPED_WEIGHTS
-from d4.batching import BatchingPredictor
+from d4 import batching
+from d4.batching import BatchingPredictor, PredictorStopped
 from d4.model import load_weights, to_model_input
 
 
@@ -79,3 +82,70 @@ def test_a_failing_forward_pass_answers_every_waiting_request_with_the_error():
 
     answers = asyncio.run(asyncio.wait_for(ask(), timeout=10))
     assert [str(answer) for answer in answers] == ["broken model"] * 3
+
+
+class ThreadKilled(BaseException):
+    """What kills a thread outright (as an interpreter shutdown or a fatal bug would)."""
+
+
+def one_image() -> array:
+    return array("f", [0.0] * 784)
+
+
+def test_work_after_stop_is_refused_at_once_and_queued_work_is_answered():
+    predictor = BatchingPredictor(load_weights(SHIPPED_WEIGHTS))
+
+    async def scenario() -> tuple:
+        predictor.start()
+        queued = asyncio.ensure_future(predictor.probabilities(one_image()))
+        await asyncio.sleep(0)  # the request is queued before stop begins
+        await asyncio.to_thread(predictor.stop)
+        with pytest.raises(PredictorStopped, match="shutting down"):
+            await predictor.probabilities(one_image())
+        return await queued
+
+    [row] = asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+    assert sum(row) == pytest.approx(1, abs=1e-5)
+    assert not predictor.healthy()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread's death is the point
+def test_a_killed_thread_answers_what_waits_refuses_new_work_and_reports_unhealthy():
+    model = load_weights(SHIPPED_WEIGHTS)
+
+    def die(module, inputs):
+        raise ThreadKilled
+
+    model.register_forward_pre_hook(die)
+    predictor = BatchingPredictor(model)
+
+    async def scenario() -> None:
+        predictor.start()
+        assert predictor.healthy()
+        with pytest.raises(PredictorStopped, match="inference thread stopped"):
+            await predictor.probabilities(one_image())
+        await asyncio.to_thread(predictor.thread.join, 5)
+        with pytest.raises(PredictorStopped):
+            await predictor.probabilities(one_image())
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=10))
+    assert not predictor.healthy()
+
+
+def test_a_forward_pass_stuck_past_the_limit_is_unhealthy_until_it_ends(monkeypatch):
+    monkeypatch.setattr(batching, "STUCK_AFTER_S", 0.2)
+    model = load_weights(SHIPPED_WEIGHTS)
+    model.register_forward_pre_hook(lambda module, inputs: time.sleep(1.0))
+    predictor = BatchingPredictor(model)
+
+    async def scenario() -> list[bool]:
+        predictor.start()
+        answer = asyncio.ensure_future(predictor.probabilities(one_image()))
+        await asyncio.sleep(0.6)
+        during = predictor.healthy()
+        await answer
+        after = predictor.healthy()
+        await asyncio.to_thread(predictor.stop)
+        return [during, after]
+
+    assert asyncio.run(asyncio.wait_for(scenario(), timeout=10)) == [False, True]

@@ -1,21 +1,20 @@
 """GET /draw in a real headless Chromium, against a real uvicorn: draw, predict, read the page.
 
-Needs the system's Chromium (Debian package `chromium`, which .ci/run installs); Playwright
-drives it. Set D4_SCREENSHOT=docs/draw-page.png to save the screenshot README shows.
+Needs a Chromium: Playwright's own (`python -m playwright install chromium`) or the system's
+(Debian package `chromium`, which README's set-up and .ci/run install); Playwright drives it.
+Set D4_SCREENSHOT=docs/draw-page.png to save the screenshot README shows.
 """
 
 import itertools
 import os
-import shutil
 import time
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from conftest import DIGIT_STROKES, uvicorn_server
+from conftest import DIGIT_STROKES, find_chromium, uvicorn_server
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PAD_SIZE = 280  # the canvas's own pixels; DIGIT_STROKES are in these
 
 
@@ -28,7 +27,7 @@ def server() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--disable-gpu"])
+        browser = playwright.chromium.launch(executable_path=find_chromium(), args=["--disable-gpu"])
         yield browser
         browser.close()
 

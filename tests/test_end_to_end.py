@@ -38,12 +38,10 @@ def test_client_takes_base_url_from_env_and_another_index(server_url):
 
 
 def test_client_reports_an_error_answer_in_one_line(server_url):
-    result = run_client("--url", f"{server_url}/no-such-endpoint")
+    result = run_client("--url", f"{server_url}/no-such-prefix")  # a prefix this server does not have
     assert result.returncode == 1
-    assert (
-        result.stderr.strip()
-        == f'error: {server_url}/no-such-endpoint answered HTTP 404: {{"message":"Not Found","detail":"Not Found"}}'
-    )
+    not_found = '{"message":"Not Found","detail":"Not Found"}'
+    assert result.stderr.strip() == f"error: {server_url}/no-such-prefix/predict answered HTTP 404: {not_found}"
 
 
 def test_client_reports_a_server_that_is_down(tmp_path):
@@ -102,3 +100,37 @@ def test_cors_origins_are_configurable():
         other = requests.options(f"{url}/predict", headers={**preflight, "Origin": "https://evil.example"}, timeout=5)
     assert allowed.headers.get("access-control-allow-origin") == "https://digits.example"
     assert "access-control-allow-origin" not in other.headers
+
+
+@pytest.mark.parametrize(
+    ("typed", "posted_to"),
+    [
+        ("localhost:8000", "http://localhost:8000/predict"),
+        ("127.0.0.1:8000/", "http://127.0.0.1:8000/predict"),
+        ("http://h:8000/?k=1", "http://h:8000/predict?k=1"),
+        ("https://example.org/d4/", "https://example.org/d4/predict"),
+        ("https://example.org/d4/predict", "https://example.org/d4/predict"),
+        ("https://example.org/d4/predict/", "https://example.org/d4/predict"),
+    ],
+)
+def test_client_builds_the_predict_url_from_what_people_type(typed, posted_to):
+    from d4_test_api import predict_url
+
+    assert predict_url(typed) == posted_to
+
+
+def test_client_takes_a_bare_host_and_port_and_a_query(server_url):
+    bare = server_url.removeprefix("http://")
+    for url in (bare, f"{server_url}/?k=1"):
+        result = run_client("--url", url)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout.splitlines()[1])["predicted_digit"] == 7
+
+
+def test_client_refuses_a_url_it_cannot_use_in_one_line():
+    result = run_client("--url", "ftp://example.org/")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: --url 'ftp://example.org/' is not an http:// or https:// address with a host, "
+        "such as http://127.0.0.1:8000"
+    )

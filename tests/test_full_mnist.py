@@ -19,13 +19,13 @@ MNIST_ROOT = os.environ.get("D4_MNIST_ROOT")
 pytestmark = pytest.mark.skipif(not MNIST_ROOT, reason="set D4_MNIST_ROOT to a folder holding MNIST/raw/")
 
 
-def test_default_training_reaches_97_percent_and_its_weights_load_into_the_api(tmp_path, monkeypatch):
+def test_default_training_reaches_its_promised_accuracy_and_its_weights_load_into_the_api(tmp_path, monkeypatch):
     out = tmp_path / "d4_cnn.pt"
     args = ["--data-dir", str(Path(MNIST_ROOT)), "--out", str(out), "--no-plot"]
     result = run_script("d4_tiny_cnn_mnist.py", *args, env=script_env(), timeout=900)
     assert result.returncode == 0, result.stderr
     accuracy = float(re.search(r"^test accuracy=(\S+)$", result.stdout, re.MULTILINE).group(1))
-    assert accuracy >= 0.97
+    assert accuracy >= 0.985  # README's promise for the default run (0.9878-0.9887 over seeds 0-2)
 
     from d4_api_mnist import app
 

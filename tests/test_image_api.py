@@ -3,6 +3,7 @@
 import random
 
 import pytest
+import requests
 import torch
 from PIL import Image, ImageOps
 
@@ -155,3 +156,20 @@ def test_batch_of_the_largest_size_is_answered(client):
     blank = [[0.0] * 28 for _ in range(28)]
     answer = client.post("/predict/batch", json={"images": [blank] * MAX_BATCH_IMAGES})
     assert answer.status_code == 200 and len(answer.json()["predictions"]) == MAX_BATCH_IMAGES
+
+
+@pytest.mark.parametrize("cut", [3, 40, 1000], ids=["closing-boundary", "end-of-file", "mid-file"])
+def test_an_upload_cut_short_gets_400_saying_so(client, cut):
+    complete = requests.Request("POST", "http://x/predict/image", files={"file": ("d.png", encode(drawn(3), "PNG"))})
+    prepared = complete.prepare()
+    content_type = prepared.headers["Content-Type"]
+    answer = client.post("/predict/image", content=prepared.body[:-cut], headers={"content-type": content_type})
+    assert answer.status_code == 400
+    assert answer.json()["message"] == "the multipart upload is incomplete: it ends before its closing boundary"
+    whole = client.post("/predict/image", content=prepared.body, headers={"content-type": content_type})
+    assert whole.status_code == 200 and whole.json()["predicted_digit"] == 3
+
+
+def test_a_multipart_body_that_cannot_be_parsed_gets_400(client):
+    answer = client.post("/predict/image", content=b"no parts", headers={"content-type": "multipart/form-data"})
+    assert answer.status_code == 400 and "boundary" in answer.json()["message"]

@@ -92,3 +92,19 @@ def test_render_gives_in_flight_requests_time_before_its_own_kill():
     env = {item["key"]: item["value"] for item in service["envVars"]}
     # uvicorn reads UVICORN_* variables as its flags; Render sends SIGKILL 30 s after SIGTERM by default.
     assert 0 < int(env["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"]) < service.get("maxShutdownDelaySeconds", 30)
+
+
+def test_once_the_inference_thread_stops_healthz_and_predict_answer_503_at_once():
+    from fastapi.testclient import TestClient
+
+    from d4_api_mnist import app
+
+    with TestClient(app) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        client.app_state["predictor"].stop()
+        health = client.get("/healthz")
+        assert health.status_code == 503 and "inference thread" in health.json()["status"]
+        answer = client.post("/predict", json={"pixels": BLANK})
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+        assert answer.json()["message"] == "the server is shutting down; try again in a few seconds"
+        assert client.post("/predict/image", files={"file": ("d.png", encode(drawn(3), "PNG"))}).status_code == 503

@@ -53,11 +53,33 @@ def run_one_epoch(lr: float, schedule: str, batch_size: int) -> tuple[list[float
     return seen, steps
 
 
-def test_notes_recipe_flags_give_constant_lr_and_batches_of_64():
-    args = trainer.parse_args(["--batch-size", "64", "--lr", "0.001", "--schedule", "constant"])
-    lrs, steps = run_one_epoch(args.lr, args.schedule, args.batch_size)
-    assert len(lrs) == steps == 4  # 200 fixture images in batches of 64
-    assert lrs == [0.001] * 4
+def test_the_notes_recipe_through_main_trains_shuffled_batches_of_64_at_a_constant_lr_0_001(tmp_path, monkeypatch):
+    """`--batch-size 64 --lr 0.001 --schedule constant` as a user runs it: what main() really feeds the optimiser."""
+    seen_batches, learning_rates = [], []
+
+    class RecordingTinyCNN(TinyCNN):
+        def forward(self, pixels):
+            if self.training:
+                seen_batches.append(pixels.detach().clone())
+            return super().forward(pixels)
+
+    def recording_optimizer(*args, **kwargs):
+        optimizer, scheduler = make_optimizer(*args, **kwargs)
+        optimizer.register_step_pre_hook(lambda opt, *_: learning_rates.append(opt.param_groups[0]["lr"]))
+        return optimizer, scheduler
+
+    make_optimizer = trainer.make_optimizer
+    monkeypatch.setattr(trainer, "TinyCNN", RecordingTinyCNN)
+    monkeypatch.setattr(trainer, "make_optimizer", recording_optimizer)
+    train_on_fixture(tmp_path, "--batch-size", "64", "--lr", "0.001", "--schedule", "constant")
+
+    assert [len(batch) for batch in seen_batches] == [64, 64, 64, 8] * 2  # 200 fixture images, 2 epochs
+    assert learning_rates == [0.001] * 8
+    pixels, _ = trainer.load_split(str(FIXTURE_MNIST), train=True, device=CPU)
+    every_image = sorted(pixels.flatten(1).sum(dim=1).tolist())
+    for epoch in (seen_batches[:4], seen_batches[4:]):  # each epoch shows every image once, in a new order
+        assert sorted(torch.cat(epoch).flatten(1).sum(dim=1).tolist()) == pytest.approx(every_image)
+    assert not torch.equal(torch.cat(seen_batches[:4]), torch.cat(seen_batches[4:]))
 
 
 def test_default_schedule_is_one_cycle_peaking_at_lr():
@@ -78,7 +100,8 @@ def test_help_shows_every_flag_with_its_default():
 
 def test_script_prints_progress_saves_weights_and_saves_the_plot_without_display(tmp_path):
     out = tmp_path / "model" / "d4_cnn.pt"
-    result = run_script("d4_tiny_cnn_mnist.py", "--data-dir", str(FIXTURE_MNIST), "--out", str(out), "--epochs", "2")
+    args = ["--data-dir", str(FIXTURE_MNIST), "--out", str(out), "--epochs", "2", "--device", "cpu"]
+    result = run_script("d4_tiny_cnn_mnist.py", *args)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "device: cpu"
