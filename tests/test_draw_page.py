@@ -26,8 +26,9 @@ def server() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    chromium = find_chromium()  # before this fixture's own Playwright starts: one at a time per thread
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=find_chromium(), args=["--disable-gpu"])
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--disable-gpu"])
         yield browser
         browser.close()
 
