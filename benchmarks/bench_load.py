@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 import requests
-from load_client import Load, drive, http_request, memory_mb, running_server
+from load_client import Load, drive, http_request, memory_mb, running_server, serving_pid
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +123,7 @@ def main() -> None:
         output = {"stdout": log, "stderr": subprocess.STDOUT}  # the log is searched for tracebacks
         with running_server(command, health_url, cwd=REPO, env=env, **output) as (server, _):
             asyncio.run(drive(args.port, work, 8, 2 * len(work) * 10))  # warm-up: every kind, twice over
-            rss_before, _ = memory_mb(server.pid)
+            rss_before, _ = memory_mb(serving_pid(server))
 
             print(f"machine: {platform.machine()}, {os.cpu_count()} cores; one uvicorn worker; "
                   f"{len(mix)} kinds of request, {len(valid)} of them valid /predict\n")  # fmt: skip
@@ -132,7 +132,7 @@ def main() -> None:
             print("|---:|---:|---|---:|---:|---:|---:|---:|")
             for concurrency, total in [(1, args.requests // 10), (8, args.requests // 2), (32, args.requests)]:
                 print_block(concurrency, asyncio.run(drive(args.port, work, concurrency, total)), expected)
-            rss_after, _ = memory_mb(server.pid)
+            rss_after, _ = memory_mb(serving_pid(server))
 
             stop, results = multiprocessing.Event(), multiprocessing.Queue()
             prober = multiprocessing.Process(target=probe_health, args=(args.port, stop, results))

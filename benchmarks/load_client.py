@@ -8,7 +8,10 @@ HTTP client (no chunked responses).
 """
 
 import asyncio
+import contextlib
 import itertools
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -38,8 +41,17 @@ def running_server(command: list[str], health_url: str, **popen_options) -> Iter
                 sys.exit(f"error: {' '.join(command)} did not start")
         yield server, time.perf_counter() - start
     finally:
-        server.terminate()
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):  # it may have exited already
+            os.kill(serving_pid(server), signal.SIGTERM)  # the server itself, so that a wrapper sees it exit
         server.wait()
+
+
+def serving_pid(server: subprocess.Popen) -> int:
+    """The server's own process: `server`, or behind a wrapper that starts it (render-free), its innermost child."""
+    pid = server.pid
+    while children := Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        pid = int(children[0])
+    return pid
 
 
 def memory_mb(pid: int) -> tuple[float, float]:

@@ -4,10 +4,10 @@ MNIST's digits were made this way (LeCun et al.): each scanned digit was cropped
 scaled with anti-aliasing so that it fits a 20x20 box keeping its aspect ratio, and put in a
 28x28 image so that its centre of mass sits at the centre, white ink on black. A photo or a
 canvas drawing only looks like MNIST to the model after the same steps, so the API runs
-every uploaded image through `image_to_pixels` below: decode (upright, as the camera meant
+every uploaded image through `image_to_views` below: decode (upright, as the camera meant
 it), tell ink from paper, refuse what holds no digit, crop, thicken a fine pen's strokes to
-MNIST's pen, scale and centre. Only Pillow is
-used: it is fast, it refuses broken files, and it keeps the API's deploy small.
+MNIST's pen, scale and centre; then add 4 nearby views whose answers the API averages.
+Only Pillow is used: it is fast, it refuses broken files, and it keeps the API's deploy small.
 """
 
 import io
@@ -30,8 +30,8 @@ MIN_CONTRAST = 32  # grey levels between the mean paper and the mean ink below w
 # Paper is the tone that most of the border shows, unless the border is this close to half and
 # half (a digit cropped tightly to its ink): then ink is the tone that covers less of the picture.
 BORDER_TIE = 0.1
-# A picture of one tone at least this many times taller than wide is a pen stroke cropped to its
-# ink, with no paper left: the digit 1.
+# A picture of one dark tone at least this many times taller than wide is a pen stroke cropped to
+# its ink, with no paper left: the digit 1.
 BAR_ASPECT = 3
 MAX_ASPECT = 50  # a picture longer than 50x its width is a line or a strip, not a digit
 # Above 4x MNIST's size, one pixel is less than a quarter of an MNIST pixel: a mark that a 3x3
@@ -150,13 +150,14 @@ def _white_ink_on_black(grey: Image.Image) -> Image.Image:
     if factor > 1:
         grey = grey.reduce(factor)
     histogram = grey.histogram()
+    all_dark = _mean_level(histogram, 0, 256) < 128
     split = _otsu_split(histogram)  # the whole picture's two tones: paper and ink
     if split is not None and _dark_is_ink(grey, histogram, split):  # dark on light: flip to MNIST's white on black
         grey = ImageOps.invert(grey)
         histogram, split = histogram[::-1], 256 - split
     if split is None or _mean_level(histogram, split, 256) - _mean_level(histogram, 0, split) < MIN_CONTRAST:
-        if grey.height >= BAR_ASPECT * grey.width:
-            return Image.new("L", grey.size, 255)  # all ink, tall and narrow: a 1 cropped to its stroke
+        if all_dark and grey.height >= BAR_ASPECT * grey.width:
+            return Image.new("L", grey.size, 255)  # all pen-dark, tall and narrow: a 1 cropped to its stroke
         raise ImageRejected("the image is blank: no digit stands out from the background")
     paper = _mean_level(histogram, 0, split)
     brightest = grey.getextrema()[1]

@@ -110,6 +110,11 @@ def test_a_pen_stroke_1_cropped_to_pure_ink_is_a_1(server_url, image_format):
     assert answer.json()["predicted_digit"] == 1
 
 
+def test_a_tall_blank_page_is_blank_not_a_1(server_url):
+    answer = post(server_url, encode(Image.new("L", (100, 400), 250), "PNG"), "page.png")
+    assert answer.status_code == 422 and answer.json()["message"].startswith("the image is blank")
+
+
 def test_a_very_long_thin_strip_gets_a_422_saying_why(server_url):
     strip = Image.new("L", (4000, 3), 255)
     strip.paste(0, (0, 1, 4000, 2))
