@@ -24,11 +24,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from d4.batching import BatchingPredictor, PredictorStopped
+from d4.batching import PIXELS_PER_IMAGE, BatchingPredictor, PredictorStopped
 from d4.body_route import BodyRoute
 from d4.limits import ExplainTooLarge
-from d4.model import IMAGE_SIZE, LABELS, WeightsError, load_weights
+from d4.model import IMAGE_SIZE, LABELS, TinyCNN, WeightsError, architecture, load_weights
 from d4.preprocess import MAX_IMAGE_PIXELS, ImageRejected, ImageTooLarge, image_to_views
+from d4.report import read_record, record_path, sha256
 
 DEFAULT_MODEL_PATH = Path(__file__).with_name("d4_cnn.pt")
 DRAW_PAGE = (Path(__file__).parent / "d4" / "draw.html").read_text(encoding="utf-8")
@@ -74,12 +75,24 @@ class BatchRequest(BaseModel):
     images: Annotated[list[Pixels], Field(min_length=1, max_length=MAX_BATCH_IMAGES)]
 
 
+class Explanation(BaseModel):
+    feature_maps: dict[str, list[list[list[float]]]] = Field(
+        description="what each conv block made of the image, after pooling and ReLU: "
+        "conv1 is 8 maps of 14x14, conv2 is 16 maps of 7x7 (each map is one learned filter's response)"
+    )
+    saliency: list[list[float]] = Field(
+        description="28x28 in 0..1: how much each input pixel moved the predicted digit's score "
+        "(|gradient x input|, scaled to its largest value); bright where the strokes decided the answer"
+    )
+
+
 class Prediction(BaseModel):
     predicted_digit: int = Field(ge=0, le=9, examples=[1])
     confidence: float = Field(ge=0.0, le=1.0, description="probability of the predicted digit", examples=[0.998])
     probabilities: list[float] = Field(
         min_length=len(LABELS), max_length=len(LABELS), description="probability of each digit 0..9, summing to 1"
     )
+    explanation: Explanation | None = Field(default=None, description="with ?explain=true: what the network saw")
 
 
 class ImagePrediction(Prediction):
@@ -104,8 +117,37 @@ class ServiceInfo(BaseModel):
     image_endpoint: str
     batch_endpoint: str
     ui: str
+    model: str
     docs: str
     health: str
+
+
+class Layer(BaseModel):
+    name: str = Field(description="the attribute in TinyCNN, as in the course notes")
+    operation: str
+    output_shape: list[int] = Field(description="for one image: [channels, height, width], or [features]")
+    parameters: int = Field(description="learned weights and biases")
+
+
+class WeightsFile(BaseModel):
+    file: str
+    bytes: int
+    sha256: str
+
+
+class TrainingRecord(BaseModel):
+    test_accuracy: float = Field(description="on the 10,000 MNIST test images")
+    command: str = Field(description="the training run that made these weights")
+    epochs: int
+    date: str
+
+
+class ModelCard(BaseModel):
+    layers: list[Layer] = Field(description="TinyCNN in the notes' order, from one 28x28 image to 10 logits")
+    parameters: int
+    weights: WeightsFile = Field(description="the weights being served")
+    training: TrainingRecord | None = Field(description="from the record the trainer wrote beside the weights")
+    training_source: str = Field(description="where `training` comes from, or why it is unknown")
 
 
 class Health(BaseModel):
@@ -116,6 +158,7 @@ class ServerState(TypedDict):
     """What lifespan yields becomes each request's request.state: one set per running server."""
 
     predictor: BatchingPredictor
+    model_card: ModelCard
     # Decoding a large image takes tens of MB for a moment: one at a time keeps a 512 MB instance safe.
     image_workers: anyio.CapacityLimiter
 
@@ -130,6 +173,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[ServerState]:
         # by uvicorn as a long Starlette traceback that buries the reason.
         print(f"error: {error}", file=sys.stderr, flush=True)
         os._exit(1)
+    model_card = describe(model, model_path)
     predictor = BatchingPredictor(model, threads=TORCH_THREADS)
     predictor.start()
     # Start-up leaves ~190,000 objects (torch, pydantic, FastAPI) that live as long as the
@@ -137,7 +181,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[ServerState]:
     # load, stalling every request, /healthz included. No full collection first: it found ~50
     # garbage objects and took ~100 ms, a whole second of a free instance's 0.1 CPU at wake-up.
     gc.freeze()
-    yield {"predictor": predictor, "image_workers": anyio.CapacityLimiter(1)}
+    yield {"predictor": predictor, "model_card": model_card, "image_workers": anyio.CapacityLimiter(1)}
     predictor.stop()
 
 
@@ -211,6 +255,7 @@ async def service_info() -> ServiceInfo:
         image_endpoint="/predict/image",
         batch_endpoint="/predict/batch",
         ui="/draw",
+        model="/model",
         docs="/docs",
         health="/healthz",
     )
@@ -232,15 +277,26 @@ TOO_LARGE = {"model": Problem, "description": "The body is over the size limit"}
 UNREADABLE = {"model": Problem, "description": "The body could not be read (a broken multipart upload)"}
 
 
-@app.post("/predict", max_body_size=MAX_BODY_BYTES, responses={413: TOO_LARGE})
-async def predict(body: PredictRequest, request: Request) -> Prediction:
+Explain = Annotated[
+    bool, Query(description="also return the feature maps of both conv blocks and a saliency map (about 35 KB)")
+]
+
+
+@app.post("/predict", max_body_size=MAX_BODY_BYTES, responses={413: TOO_LARGE}, response_model_exclude_none=True)
+async def predict(body: PredictRequest, request: Request, explain: Explain = False) -> Prediction:
     """Classify one 28x28 image of grey levels in 0..1 (white digit on black, like MNIST)."""
+    pixels = packed([body.pixels])
     # The model runs on a worker thread, batched with other waiting requests: the event loop stays free.
-    [probabilities] = await request.state.predictor.probabilities(packed([body.pixels]))
-    return to_prediction(probabilities)
+    [probabilities] = await request.state.predictor.probabilities(pixels)
+    prediction = to_prediction(probabilities)
+    if explain:
+        prediction.explanation = Explanation(**await request.state.predictor.explanation(pixels))
+    return prediction
 
 
-@app.post("/predict/batch", max_body_size=MAX_BATCH_BODY_BYTES, responses={413: TOO_LARGE})
+@app.post(
+    "/predict/batch", max_body_size=MAX_BATCH_BODY_BYTES, responses={413: TOO_LARGE}, response_model_exclude_none=True
+)
 async def predict_batch(body: BatchRequest, request: Request) -> BatchPrediction:
     """Classify up to 256 images of 28x28 grey levels in one forward pass; answers come in the same order."""
     rows = await request.state.predictor.probabilities(packed(body.images))
@@ -264,6 +320,7 @@ async def predict_image(
     request: Request,
     file: Annotated[UploadFile, File(description="a picture of one digit: PNG, JPEG or MPO, GIF, BMP, WebP")],
     return_input: Annotated[bool, Query(description="also return the 28x28 input the model saw")] = False,
+    explain: Explain = False,
 ) -> ImagePrediction:
     """Classify a photo, scan or drawing of one digit, dark on light or light on dark, any size.
 
@@ -282,9 +339,39 @@ async def predict_image(
     rows = await request.state.predictor.probabilities(views)
     probabilities = [sum(column) / len(rows) for column in zip(*rows, strict=True)]
     prediction = ImagePrediction(**to_prediction(probabilities).model_dump())
+    upright = views[:PIXELS_PER_IMAGE]  # the prepared picture itself, before the nearby views
     if return_input:
-        prediction.input = [views[row * IMAGE_SIZE : (row + 1) * IMAGE_SIZE].tolist() for row in range(IMAGE_SIZE)]
+        prediction.input = [upright[row * IMAGE_SIZE : (row + 1) * IMAGE_SIZE].tolist() for row in range(IMAGE_SIZE)]
+    if explain:
+        prediction.explanation = Explanation(**await request.state.predictor.explanation(upright))
     return prediction
+
+
+@app.get("/model")
+async def model_card(request: Request) -> ModelCard:
+    """The network being served: its layers with their output shapes and parameters, its weights, how they were made."""
+    return request.state.model_card
+
+
+def describe(model: TinyCNN, weights: Path) -> ModelCard:
+    layers = [Layer(**layer) for layer in architecture(model)]
+    record = read_record(weights)
+    if record is None:
+        training = None
+        source = f"unknown: no training record of these weights ({record_path(weights).name}) beside them"
+    else:
+        training = TrainingRecord(
+            test_accuracy=record["test_accuracy"], command=record["command"], epochs=len(record["epochs"]),
+            date=record["date"],
+        )  # fmt: skip
+        source = f"{record_path(weights).name}, written by the trainer with these weights (same sha256)"
+    return ModelCard(
+        layers=layers,
+        parameters=sum(layer.parameters for layer in layers),
+        weights=WeightsFile(file=weights.name, bytes=weights.stat().st_size, sha256=sha256(weights)),
+        training=training,
+        training_source=source,
+    )
 
 
 @app.get("/draw", response_class=HTMLResponse)

@@ -3,6 +3,9 @@
     python d4_tiny_cnn_mnist.py                 # 2 epochs, downloads MNIST into data/
     python d4_tiny_cnn_mnist.py --help          # every flag with its default
 
+Beside the weights it writes d4_cnn.json (the run's flags, numbers and the weights' sha256)
+and d4_report.png (loss and accuracy per epoch, the confusion matrix, the worst mistakes).
+
 MNIST is held as two tensors on the training device and batched by indexing a shuffled
 permutation: no per-sample PIL conversion and no DataLoader workers, which is where the
 course notes' loop spent most of its time.
@@ -10,6 +13,7 @@ course notes' loop spent most of its time.
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -20,6 +24,7 @@ from tqdm import tqdm
 from d4.augment import distort
 from d4.data import MnistUnavailable, load_mnist
 from d4.model import TinyCNN, to_model_input
+from d4.report import REPORT_NAME, confusion_matrix, draw_report, write_record
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,8 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Train TinyCNN on MNIST and save its weights.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--epochs", type=int, default=2, help="passes over the 60,000 training images")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per optimiser step")
+    parser.add_argument("--epochs", type=positive, default=2, help="passes over the 60,000 training images")
+    parser.add_argument("--batch-size", type=positive, default=256, help="images per optimiser step")
     parser.add_argument("--lr", type=float, default=0.02, help="learning rate (the peak one with --schedule onecycle)")
     parser.add_argument(
         "--schedule",
@@ -45,8 +50,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default="data", help="MNIST root: MNIST/raw/ is read or downloaded here")
     parser.add_argument("--out", type=Path, default=Path("d4_cnn.pt"), help="where to save the trained weights")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device name")
-    parser.add_argument("--no-plot", action="store_true", help="do not show the example test digit")
+    parser.add_argument("--no-plot", action="store_true", help=f"neither draw {REPORT_NAME} nor show the example digit")
     return parser.parse_args(argv)
+
+
+def positive(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
 
 
 def pick_device(requested: str) -> torch.device:
@@ -111,10 +123,11 @@ def train_epoch(
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, pixels: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Predicted class of every image, in batches that bound memory."""
+def class_probabilities(model: nn.Module, pixels: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """(N, 10) probabilities of every image, in batches that bound memory."""
     model.eval()
-    return torch.cat([model(pixels[i : i + batch_size]).argmax(dim=1) for i in range(0, len(pixels), batch_size)])
+    batches = [model(pixels[i : i + batch_size]).softmax(dim=1) for i in range(0, len(pixels), batch_size)]
+    return torch.cat(batches)
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
@@ -126,22 +139,42 @@ def save_weights(model: nn.Module, path: Path) -> None:
     partial.replace(path)
 
 
-def show_example(image: torch.Tensor, actual: int, predicted: int, png_path: Path) -> None:
-    """Show one digit titled with its labels; without a display, save it as a PNG instead."""
+def run_record(
+    args: argparse.Namespace, argv: list[str], device: torch.device, epochs: list[dict], confusion: list[list[int]]
+) -> dict:
+    """How these weights were made, for d4_cnn.json: the command, every flag, each epoch's numbers, where, when."""
+    return {
+        "command": " ".join(["python d4_tiny_cnn_mnist.py", *argv]),
+        "flags": {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()},
+        "epochs": epochs,
+        "test_accuracy": epochs[-1]["test_accuracy"],
+        "confusion_matrix": confusion,
+        "device": str(device),
+        "torch": torch.__version__,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def show_report_and_example(
+    report, image: torch.Tensor, actual: int, predicted: int, report_path: Path, example_path: Path
+) -> None:
+    """Save the report; show it with one test digit titled with its labels, or without a display save that too."""
     import matplotlib.pyplot as plt  # imported here: --no-plot runs never pay for it
     from matplotlib.backends import BackendFilter, backend_registry
 
-    figure, axes = plt.subplots(figsize=(3, 3.3))
+    report.savefig(report_path)
+    print(f"saved the training report to {report_path}")
+    example, axes = plt.subplots(figsize=(3, 3.3))
     axes.imshow(image.squeeze().cpu(), cmap="gray")
     axes.set_title(f"actual={actual}, predicted={predicted}")
     axes.axis("off")
     # Without a display (a server, CI) matplotlib falls back to Agg, where show() does nothing.
     if plt.get_backend().lower() in backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE):
-        figure.savefig(png_path, bbox_inches="tight")
-        print(f"no display: saved the example digit to {png_path}")
+        example.savefig(example_path, bbox_inches="tight")
+        print(f"no display: saved the example digit to {example_path}")
     else:
         plt.show()
-    plt.close(figure)
+    plt.close("all")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -165,11 +198,12 @@ def main(argv: list[str] | None = None) -> None:
     steps_per_epoch = -(-len(train_labels) // args.batch_size)  # ceiling division
     optimizer, scheduler = make_optimizer(model, args.lr, args.schedule, total_steps=args.epochs * steps_per_epoch)
 
-    # Train
+    # Train, and after each epoch measure the test set too (one forward pass; the report plots it)
     generator = torch.Generator().manual_seed(args.seed)
+    epochs = []
     try:
         for epoch in range(args.epochs):
-            loss_sum, accuracy = train_epoch(
+            loss_sum, train_accuracy = train_epoch(
                 model,
                 optimizer,
                 scheduler,
@@ -180,23 +214,31 @@ def main(argv: list[str] | None = None) -> None:
                 args.augment,
                 f"epoch {epoch}",
             )
-            print(f"epoch={epoch} loss={loss_sum:.4f} accuracy={accuracy:.4f}", flush=True)
+            print(f"epoch={epoch} loss={loss_sum:.4f} accuracy={train_accuracy:.4f}", flush=True)
+            test_probabilities = class_probabilities(model, test_pixels)
+            test_accuracy = (test_probabilities.argmax(dim=1) == test_labels).float().mean().item()
+            epochs.append(dict(epoch=epoch, loss=loss_sum, train_accuracy=train_accuracy, test_accuracy=test_accuracy))
     except KeyboardInterrupt:
         sys.exit(f"interrupted: {args.out} left unchanged")
 
-    # Evaluate
-    predictions = predict(model, test_pixels)
-    print(f"test accuracy={(predictions == test_labels).float().mean().item():.4f}")
+    # Evaluate: the last epoch's pass over the test set is the trained model's
+    predictions = test_probabilities.argmax(dim=1)
+    print(f"test accuracy={test_accuracy:.4f}")
 
-    # Save
+    # Save the weights, then the record of how they were made beside them
     save_weights(model, args.out)
     print(f"saved weights to {args.out}")
+    confusion = confusion_matrix(test_labels, predictions)
+    record = run_record(args, sys.argv[1:] if argv is None else argv, device, epochs, confusion)
+    print(f"saved the training record to {write_record(args.out, record)}")
 
-    # Show one test digit with its actual and predicted label
+    # Show one test digit with its actual and predicted label, and the report
     actual, predicted = test_labels[0].item(), predictions[0].item()
     print(f"test digit 0: actual={actual}, predicted={predicted}")
     if not args.no_plot:
-        show_example(test_pixels[0], actual, predicted, args.out.with_name("d4_example.png"))
+        report = draw_report(epochs, confusion, test_pixels, test_labels, test_probabilities)
+        report_path, example_path = args.out.with_name(REPORT_NAME), args.out.with_name("d4_example.png")
+        show_report_and_example(report, test_pixels[0], actual, predicted, report_path, example_path)
 
 
 if __name__ == "__main__":

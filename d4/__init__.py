@@ -1,8 +1,9 @@
 """Shared pieces of D4 Tiny CNN, imported by the three scripts.
 
 model.py (TinyCNN, its input format and labels), data.py (MNIST as tensors), augment.py
-(training distortions), preprocess.py (a picture -> MNIST-style input), batching.py (the
-API's inference thread), body_route.py and limits.py (how the API reads and limits bodies).
+(training distortions), report.py (the training record and report), preprocess.py (a picture
+-> MNIST-style input), batching.py (the API's inference thread), body_route.py and limits.py
+(how the API reads and limits bodies).
 """
 
 import warnings

@@ -4,7 +4,8 @@ One forward pass of TinyCNN costs about the same for 1 image as for 16, and hand
 to a thread costs about as much as the forward pass itself. So requests queue their
 images here (one from /predict, up to 256 from /predict/batch), and one inference thread
 takes everything queued, runs one forward pass, and hands each request its rows of
-probabilities back on the request's own event loop.
+probabilities back on the request's own event loop. An explanation (feature maps and
+saliency, for /predict?explain=true) is worked out on the same thread, after the batch.
 The event loop never runs the model, so it stays free to accept requests and answer
 /healthz. A lone request is never held back to wait for others. Every torch call
 happens on that thread: small torch calls on the event loop's thread would fight the
@@ -22,14 +23,16 @@ import queue
 import threading
 import time
 from array import array
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-from d4.model import IMAGE_SIZE
+from d4.model import IMAGE_SIZE, saliency
 
 PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
-Request = tuple[array, asyncio.AbstractEventLoop, asyncio.Future]
+# (pixels, the asking request's loop, its future, whether it wants an explanation instead of probabilities)
+Request = tuple[array, asyncio.AbstractEventLoop, asyncio.Future, bool]
 # A forward pass of at most a few hundred tiny images takes milliseconds; one still running
 # after this many seconds means the thread is stuck, and the service is not healthy.
 STUCK_AFTER_S = 10.0
@@ -72,22 +75,40 @@ class BatchingPredictor:
 
     async def probabilities(self, pixels: array) -> list[list[float]]:
         """The 10 class probabilities of each image in pixels: 784 float32 values in 0..1 per image, row by row."""
+        return await self._ask(pixels, explain=False)
+
+    async def explanation(self, pixels: array) -> dict:
+        """For one image: its feature maps after each conv block, and its saliency (see d4.model.saliency)."""
+        return await self._ask(pixels, explain=True)
+
+    async def _ask(self, pixels: array, explain: bool):
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
         with self.accepting:
             if self.stopping or not self.thread.is_alive():
                 raise PredictorStopped("the server is shutting down")
-            self.requests.put((pixels, loop, answer))
+            self.requests.put((pixels, loop, answer, explain))
         return await answer
 
-    def _forward(self, batch: array) -> list[list[float]]:
+    @contextlib.contextmanager
+    def _working(self) -> Iterator[None]:
+        """Mark the time the model's work began, so that healthy() can tell a stuck thread."""
         self.forward_started = time.monotonic()
         try:
-            with torch.inference_mode():
-                inputs = torch.frombuffer(batch, dtype=torch.float32).view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
-                return self.model(inputs).softmax(dim=1).tolist()
+            yield
         finally:
             self.forward_started = None
+
+    def _forward(self, batch: array) -> list[list[float]]:
+        with self._working(), torch.inference_mode():
+            inputs = torch.frombuffer(batch, dtype=torch.float32).view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+            return self.model(inputs).softmax(dim=1).tolist()
+
+    def _explain(self, pixels: array) -> dict:
+        with self._working():
+            image = torch.frombuffer(pixels, dtype=torch.float32).view(1, 1, IMAGE_SIZE, IMAGE_SIZE)
+            block1, block2, importance = saliency(self.model, image)
+        return {"feature_maps": {"conv1": block1.tolist(), "conv2": block2.tolist()}, "saliency": importance.tolist()}
 
     def _serve_batches(self) -> None:
         try:
@@ -105,37 +126,51 @@ class BatchingPredictor:
             first = self.requests.get()
             if first is None:
                 return
-            waiting = [first]
-            batch = array("f", first[0])  # one contiguous buffer, then one tensor without a copy
-            while len(batch) < self.max_batch * PIXELS_PER_IMAGE and not self.requests.empty():
+            waiting, explaining = [], []  # explanations are worked out one image at a time, after the batch
+            batch = array("f")  # one contiguous buffer, then one tensor without a copy
+            request = first
+            while True:
+                if request[3]:
+                    explaining.append(request)
+                else:
+                    waiting.append(request)
+                    batch.extend(request[0])
+                if len(batch) >= self.max_batch * PIXELS_PER_IMAGE or self.requests.empty():
+                    break
                 request = self.requests.get()
                 if request is None:
                     running = False  # answer what is queued, then stop
                     break
-                waiting.append(request)
-                batch.extend(request[0])
             try:
-                rows = self._forward(batch)
-                ends = itertools.accumulate(len(pixels) // PIXELS_PER_IMAGE for pixels, _, _ in waiting)
-                results: list = [rows[start:end] for start, end in itertools.pairwise([0, *ends])]
-            except Exception as error:  # answer every waiting request rather than leave it hanging
-                results = [error] * len(waiting)
+                results: list = []
+                if waiting:
+                    try:
+                        rows = self._forward(batch)
+                        ends = itertools.accumulate(len(request[0]) // PIXELS_PER_IMAGE for request in waiting)
+                        results = [rows[start:end] for start, end in itertools.pairwise([0, *ends])]
+                    except Exception as error:  # answer every waiting request rather than leave it hanging
+                        results = [error] * len(waiting)
+                for request in explaining:
+                    try:
+                        results.append(self._explain(request[0]))
+                    except Exception as error:
+                        results.append(error)
             except BaseException:  # the thread is being killed: answer, then let it end
-                for request in waiting:
+                for request in [*waiting, *explaining]:
                     _answer(request, PredictorStopped("the inference thread stopped"))
                 raise
-            for request, result in zip(waiting, results, strict=True):
+            for request, result in zip([*waiting, *explaining], results, strict=True):
                 _answer(request, result)
 
 
-def _answer(request: Request, result: list[list[float]] | Exception) -> None:
+def _answer(request: Request, result: list[list[float]] | dict | Exception) -> None:
     """Hand one request its result (or error) on its own event loop."""
-    _, loop, answer = request
+    _, loop, answer, _ = request
     with contextlib.suppress(RuntimeError):  # RuntimeError: that request's loop has closed
         loop.call_soon_threadsafe(_settle, answer, result)
 
 
-def _settle(answer: asyncio.Future, result: list[list[float]] | Exception) -> None:
+def _settle(answer: asyncio.Future, result: list[list[float]] | dict | Exception) -> None:
     if answer.done():  # a client that went away has cancelled its future
         return
     if isinstance(result, Exception):

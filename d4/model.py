@@ -38,11 +38,58 @@ class TinyCNN(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Map (N, 1, 28, 28) pixels in 0..1 to (N, 10) logits."""
-        x = F.relu(self.pool(self.conv1(pixels)), inplace=True)  # [N, 8, 14, 14]; in place: one copy fewer
-        x = F.relu(self.pool(self.conv2(x)), inplace=True)  # [N, 16, 7, 7]
-        x = x.flatten(1)  # [N, 784], in the notes' order (channel, row, column) whatever the memory format
+        _, features = self.feature_maps(pixels)
+        return self.classify(features)
+
+    def feature_maps(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the two conv blocks make of (N, 1, 28, 28) pixels: (N, 8, 14, 14), then (N, 16, 7, 7)."""
+        block1 = F.relu(self.pool(self.conv1(pixels)), inplace=True)  # [N, 8, 14, 14]; in place: one copy fewer
+        block2 = F.relu(self.pool(self.conv2(block1)), inplace=True)  # [N, 16, 7, 7]
+        return block1, block2
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Map the (N, 16, 7, 7) feature maps to (N, 10) logits through the two fully connected layers."""
+        x = features.flatten(1)  # [N, 784], in the notes' order (channel, row, column) whatever the memory format
         x = F.relu(self.fc1(x), inplace=True)  # [N, 64]
         return self.fc2(x)  # [N, 10]
+
+
+def architecture(model: TinyCNN) -> list[dict]:
+    """The layers in the notes' order, each with its output shape for one image and its number of parameters."""
+    channels, side = 1, IMAGE_SIZE
+    layers = [{"name": "input", "operation": "grey levels in 0..1", "output_shape": [channels, side, side]}]
+    for name in ("conv1", "conv2"):
+        conv = getattr(model, name)
+        channels = conv.out_channels
+        operation = f"Conv2d {conv.in_channels}->{channels}, 3x3, padding 1, then ReLU"
+        layers.append({"name": name, "operation": operation, "output_shape": [channels, side, side], "module": conv})
+        side //= 2
+        layers.append({"name": "pool", "operation": "MaxPool2d 2x2", "output_shape": [channels, side, side]})
+    layers.append({"name": "flatten", "operation": "reshape to one vector", "output_shape": [channels * side * side]})
+    for name, then in (("fc1", ", then ReLU"), ("fc2", ": one logit per digit")):
+        linear = getattr(model, name)
+        operation = f"Linear {linear.in_features}->{linear.out_features}{then}"
+        layers.append({"name": name, "operation": operation, "output_shape": [linear.out_features], "module": linear})
+    for layer in layers:
+        module = layer.pop("module", None)
+        layer["parameters"] = sum(p.numel() for p in module.parameters()) if module is not None else 0
+    return layers
+
+
+def saliency(model: TinyCNN, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For one image (1, 1, 28, 28): its two blocks' feature maps, and how much each pixel moved the predicted digit.
+
+    The saliency is |gradient x input| of the predicted digit's logit, scaled so its largest value
+    is 1: a pixel counts when the score is sensitive to it and it holds ink, so the map lights up
+    the strokes that decided the answer (Simonyan et al. 2014; Shrikumar et al. 2016).
+    """
+    image = pixels.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        block1, block2 = model.feature_maps(image)
+        logits = model.classify(block2)
+        (gradient,) = torch.autograd.grad(logits[0, logits[0].argmax()], image)
+    importance = (gradient * image).abs()[0, 0].detach()
+    return block1[0].detach(), block2[0].detach(), importance / importance.max().clamp_min(1e-12)
 
 
 def to_model_input(images: torch.Tensor) -> torch.Tensor:

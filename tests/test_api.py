@@ -30,7 +30,9 @@ def test_docs_show_the_models_with_an_example(client):
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()["components"]["schemas"]
     assert len(schema["PredictRequest"]["examples"][0]["pixels"]) == 28
-    assert set(schema["Prediction"]["properties"]) == {"predicted_digit", "confidence", "probabilities"}
+    assert set(schema["Prediction"]["properties"]) == {"predicted_digit", "confidence", "probabilities", "explanation"}
+    assert set(schema["Prediction"]["required"]) == {"predicted_digit", "confidence", "probabilities"}
+    assert {"ModelCard", "Explanation"} <= set(schema)
 
 
 def test_predict_answers_digit_confidence_and_probabilities(client, fixture_test_digits):

@@ -89,6 +89,31 @@ def test_a_drawn_seven_is_predicted_with_its_bars(page: Page, server: str):
         page.screenshot(path=path, full_page=True)
 
 
+def test_after_predict_the_page_shows_the_saliency_and_every_feature_map(page: Page):
+    assert page.is_hidden("#inside")  # nothing to show before a prediction
+    draw_with_mouse(page, 3)
+    predict_and_read(page)
+    assert page.is_visible("#inside")
+    assert page.locator("#conv1 canvas").count() == 8 and page.locator("#conv2 canvas").count() == 16
+    assert page.get_attribute("#conv1 canvas", "width") == "14" and page.get_attribute("#conv2 canvas", "width") == "7"
+    assert "[8, 14, 14]" in page.text_content("#inside") and "[16, 7, 7]" in page.text_content("#inside")
+    lit = page.evaluate("Array.from(document.querySelector('#conv2 canvas').getContext('2d')"
+                        ".getImageData(0, 0, 7, 7).data).some(value => value > 0)")  # fmt: skip
+    assert lit
+    # The heat map's red over blue is the saliency alone; it is brightest where the model saw ink.
+    heat, seen = (
+        page.evaluate(f"Array.from(document.querySelector('#{name}').getContext('2d').getImageData(0, 0, 28, 28).data)")
+        for name in ("saliency", "seen")
+    )
+    saliency = [heat[i] - heat[i + 2] for i in range(0, len(heat), 4)]
+    strokes = [seen[i] > 100 for i in range(0, len(seen), 4)]
+    on = [value for value, stroke in zip(saliency, strokes, strict=True) if stroke]
+    off = [value for value, stroke in zip(saliency, strokes, strict=True) if not stroke]
+    assert sum(on) / len(on) > 5 * (sum(off) / len(off) + 0.1)
+    page.click("#clear")
+    assert page.is_hidden("#inside")
+
+
 def test_every_digit_drawn_on_the_page_is_recognised(page: Page):
     for digit in sorted(DIGIT_STROKES):
         page.click("#clear")

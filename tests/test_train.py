@@ -1,9 +1,12 @@
 """The training script: fast loader, reproducibility, the notes' recipe, output, plot, offline data."""
 
+import hashlib
+import json
 import re
 
 import pytest
 import torch
+from PIL import Image
 from torchvision import datasets, transforms
 
 import d4_tiny_cnn_mnist as trainer
@@ -115,6 +118,35 @@ def test_script_prints_progress_saves_weights_and_saves_the_plot_without_display
     assert f"no display: saved the example digit to {png}" in lines
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Traceback" not in result.stderr
+    report = out.with_name("d4_report.png")
+    assert f"saved the training report to {report}" in lines
+    with Image.open(report) as picture:
+        assert picture.width >= 1200 and picture.height >= 800
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert f"saved the training record to {out.with_suffix('.json')}" in lines
+    assert record["weights"] == {"file": "d4_cnn.pt", "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
+    assert [epoch["epoch"] for epoch in record["epochs"]] == [0, 1]
+    printed = [float(value) for value in re.findall(r"^epoch=\d+ loss=(\S+) accuracy=(\S+)$", result.stdout, re.M)[1]]
+    assert [round(record["epochs"][1][key], 4) for key in ("loss", "train_accuracy")] == printed
+    assert f"test accuracy={record['test_accuracy']:.4f}" in lines
+    assert record["epochs"][-1]["test_accuracy"] == record["test_accuracy"]
+    assert sum(map(sum, record["confusion_matrix"])) == 300  # every fixture test digit, once
+    assert record["flags"]["epochs"] == 2 and record["device"] == "cpu" and record["torch"] == torch.__version__
+    assert record["command"].startswith("python d4_tiny_cnn_mnist.py --data-dir")
+
+
+def test_no_plot_skips_the_report_and_the_example_but_keeps_the_record(tmp_path):
+    out = tmp_path / "d4_cnn.pt"
+    result = run_script("d4_tiny_cnn_mnist.py", "--data-dir", str(FIXTURE_MNIST), "--out", str(out), "--no-plot")
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["d4_cnn.json", "d4_cnn.pt"]
+
+
+@pytest.mark.parametrize("flag", ["--epochs", "--batch-size"])
+def test_a_count_below_one_is_refused_in_one_line(flag):
+    result = run_script("d4_tiny_cnn_mnist.py", flag, "0")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(f"argument {flag}: must be 1 or more, not 0")
 
 
 def test_missing_mnist_without_network_exits_1_naming_files_and_folder(tmp_path):

@@ -1,0 +1,50 @@
+"""GET /model: the served network's layers, its weights file, and the training record when it belongs to them."""
+
+import hashlib
+import json
+import shutil
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import SHIPPED_WEIGHTS
+from d4_api_mnist import app
+
+NOTES_SHAPES = [[1, 28, 28], [8, 28, 28], [8, 14, 14], [16, 14, 14], [16, 7, 7], [784], [64], [10]]
+
+
+def card_for(weights, monkeypatch) -> dict:
+    monkeypatch.setenv("D4_MODEL_PATH", str(weights))
+    with TestClient(app) as client:
+        assert client.get("/").json()["model"] == "/model"
+        return client.get("/model").json()
+
+
+def test_the_card_shows_the_notes_layers_the_weights_and_how_they_were_trained(monkeypatch):
+    card = card_for(SHIPPED_WEIGHTS, monkeypatch)
+    assert [layer["output_shape"] for layer in card["layers"]] == NOTES_SHAPES
+    assert [layer["name"] for layer in card["layers"]] == [
+        "input", "conv1", "pool", "conv2", "pool", "flatten", "fc1", "fc2",
+    ]  # fmt: skip
+    assert card["parameters"] == sum(layer["parameters"] for layer in card["layers"]) == 52_138
+    assert card["weights"] == {
+        "file": "d4_cnn.pt",
+        "bytes": SHIPPED_WEIGHTS.stat().st_size,
+        "sha256": hashlib.sha256(SHIPPED_WEIGHTS.read_bytes()).hexdigest(),
+    }
+    shipped_record = json.loads(SHIPPED_WEIGHTS.with_suffix(".json").read_text())
+    assert card["training"]["test_accuracy"] == shipped_record["test_accuracy"] >= 0.99
+    assert "--augment" in card["training"]["command"] and card["training"]["epochs"] == 8
+
+
+@pytest.mark.parametrize("record", ["none", "of other weights"])
+def test_without_a_record_of_these_weights_the_training_is_unknown(tmp_path, monkeypatch, record):
+    weights = tmp_path / "mine.pt"
+    shutil.copy(SHIPPED_WEIGHTS, weights)
+    if record == "of other weights":
+        other = json.loads(SHIPPED_WEIGHTS.with_suffix(".json").read_text())
+        other["weights"]["sha256"] = "0" * 64
+        weights.with_suffix(".json").write_text(json.dumps(other))
+    card = card_for(weights, monkeypatch)
+    assert card["training"] is None and card["training_source"].startswith("unknown")
+    assert card["weights"]["file"] == "mine.pt" and card["parameters"] == 52_138
