@@ -59,27 +59,25 @@ class ImageTooLarge(ImageRejected):
 
 def image_to_pixels(data: bytes) -> array:
     """MNIST-style 28x28 grey levels in 0..1 (white ink on black), row by row, from an image file."""
-    return _levels(_mnist_like(data))
+    grey = _load_greyscale(data)
+    ink = _white_ink_on_black(grey)
+    digit = _centre_in_28x28(_pen_width_like_mnist(ink))
+    return _levels(digit)
 
 
 def image_to_views(data: bytes) -> array:
-    """The picture as image_to_pixels gives it, then 4 nearby views of it: turned by +-8 degrees, scaled by +-10%.
+    """image_to_pixels' 784 values, then 4 nearby views of that picture: turned by +-8 degrees, scaled by +-10%.
 
     A person's digit sits between MNIST's styles more often than an MNIST digit does; averaging the
     model's answers over these 5 views measurably helps there (bench_handwriting.py), and a batch
     of 5 costs the batched model little more than 1.
     """
-    upright = _mnist_like(data)
+    pixels = image_to_pixels(data)
+    upright = Image.frombytes("L", (IMAGE_SIZE, IMAGE_SIZE), bytes(round(level * 255) for level in pixels))
     centre = (IMAGE_SIZE / 2, IMAGE_SIZE / 2)
     turned = [upright.rotate(angle, Image.Resampling.BILINEAR, center=centre) for angle in (VIEW_TURN, -VIEW_TURN)]
     scaled = [_scaled(upright, 1 + change) for change in (VIEW_SCALE, -VIEW_SCALE)]
-    return _levels(upright, *turned, *scaled)
-
-
-def _mnist_like(data: bytes) -> Image.Image:
-    grey = _load_greyscale(data)
-    ink = _white_ink_on_black(grey)
-    return _centre_in_28x28(_pen_width_like_mnist(ink))
+    return pixels + _levels(*turned, *scaled)
 
 
 def _scaled(image: Image.Image, factor: float) -> Image.Image:
