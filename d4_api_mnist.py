@@ -355,7 +355,8 @@ async def model_card(request: Request) -> ModelCard:
 
 def describe(model: TinyCNN, weights: Path) -> ModelCard:
     layers = [Layer(**layer) for layer in architecture(model)]
-    record = read_record(weights)
+    digest = sha256(weights)
+    record = read_record(weights, digest)
     if record is None:
         training = None
         source = f"unknown: no training record of these weights ({record_path(weights).name}) beside them"
@@ -368,7 +369,7 @@ def describe(model: TinyCNN, weights: Path) -> ModelCard:
     return ModelCard(
         layers=layers,
         parameters=sum(layer.parameters for layer in layers),
-        weights=WeightsFile(file=weights.name, bytes=weights.stat().st_size, sha256=sha256(weights)),
+        weights=WeightsFile(file=weights.name, bytes=weights.stat().st_size, sha256=digest),
         training=training,
         training_source=source,
     )

@@ -3,9 +3,9 @@
 MNIST's writers were American census staff and students, scanned at one resolution and drawn
 with similar pens. Digits from other writers and scanners differ in ways a batch can imitate:
 slant and proportions (an affine map), digits that form scanners stretched to fill their box
-whatever their shape (a 1 becomes a wide block), the wobble of a hand (an elastic distortion, Simard et al.
-2003), pen width (a soft dilation or erosion), and low-resolution or binarised scans (the digit
-shrunk to a few pixels, its grey levels quantised, and enlarged again). Everything runs on the
+whatever their shape (a 1 becomes a wide block), the wobble of a hand (an elastic distortion,
+Simard et al. 2003), pen width (a soft dilation or erosion), and low-resolution or binarised
+scans (the digit shrunk to a few pixels, its grey levels quantised, and enlarged again). Everything runs on the
 batch tensor on the training device, one sampling grid for the geometry: no per-image PIL work,
 no DataLoader workers. `bench_handwriting.py` measures what each part buys.
 """
@@ -14,6 +14,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from d4.model import DIGIT_BOX, IMAGE_SIZE
 
 ROTATION_DEGREES = 12
 SCALE = 0.12  # each axis scaled by 1 +- this, independently: wider, narrower, taller digits
@@ -25,8 +27,7 @@ THICKNESS = 0.6  # strokes thickened or thinned by up to this share of a 3x3 dil
 FILL_SHARE = 0.25  # of the batch, stretched to fill the digit box as form scanners do
 LOW_RESOLUTION_SHARE = 0.3  # of the batch, shown as a coarse scan
 LOW_RESOLUTION_SIDES = (8, 16)  # the coarse scan's side, in pixels, drawn from this range
-DIGIT_BOX_SIDE = 20  # MNIST fits each digit in 20x20, centred in the 28x28 image
-DIGIT_BOX = slice(4, 24)
+BOX_ROWS = slice((IMAGE_SIZE - DIGIT_BOX) // 2, (IMAGE_SIZE + DIGIT_BOX) // 2)  # the box's rows (and columns)
 
 
 def distort(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -58,14 +59,13 @@ def _random_affine(count: int, draw) -> torch.Tensor:
     shift_x, shift_y = draw(count, -SHIFT, SHIFT), draw(count, -SHIFT, SHIFT)
     cos, sin = torch.cos(angle), torch.sin(angle)
     # Sampling with the inverse of (rotate . shear . scale): dividing by the scale enlarges the digit.
-    theta = torch.stack(
+    return torch.stack(
         [
             torch.stack([cos / scale_x, (-sin + shear * cos) / scale_x, shift_x], dim=1),
             torch.stack([sin / scale_y, (cos + shear * sin) / scale_y, shift_y], dim=1),
         ],
         dim=1,
     )
-    return theta
 
 
 def _random_fill(pixels: torch.Tensor, draw) -> torch.Tensor:
@@ -74,7 +74,7 @@ def _random_fill(pixels: torch.Tensor, draw) -> torch.Tensor:
     ink = pixels[:, 0] > 0.3
     left, right = _ink_extent(ink.any(dim=1), width)
     top, bottom = _ink_extent(ink.any(dim=2), height)
-    box = DIGIT_BOX_SIDE / width  # the 20x20 box's half-side, in grid units
+    box = DIGIT_BOX / width  # the 20x20 box's half-side, in grid units
     chosen = (draw(count, 0, 1) < FILL_SHARE) & (right > left) & (bottom > top)
     theta = torch.zeros(count, 2, 3, device=pixels.device)
     theta[:, 0, 0] = torch.where(chosen, (right - left) / 2 / box, 1.0)
@@ -132,7 +132,7 @@ def _random_low_resolution(pixels: torch.Tensor, draw) -> torch.Tensor:
     if len(chosen) == 0:
         return pixels
     side = int(draw(1, LOW_RESOLUTION_SIDES[0], LOW_RESOLUTION_SIDES[1] + 1).item())
-    box = pixels[chosen, :, DIGIT_BOX, DIGIT_BOX]
+    box = pixels[chosen, :, BOX_ROWS, BOX_ROWS]
     coarse = F.interpolate(box, size=(side, side), mode="area")
     coarse = coarse / coarse.flatten(1).amax(dim=1).clamp_min(1e-6).view(-1, 1, 1, 1)  # scanners stretch contrast
     threshold = draw(len(chosen), 0.3, 0.5).view(-1, 1, 1, 1)
@@ -140,5 +140,5 @@ def _random_low_resolution(pixels: torch.Tensor, draw) -> torch.Tensor:
     coarse = torch.where(binary, (coarse > threshold).float(), torch.round(coarse * 16) / 16)
     enlarged = F.interpolate(coarse, size=box.shape[-2:], mode="bilinear", align_corners=False)
     pixels = pixels.clone()
-    pixels[chosen, :, DIGIT_BOX, DIGIT_BOX] = enlarged
+    pixels[chosen, :, BOX_ROWS, BOX_ROWS] = enlarged
     return pixels

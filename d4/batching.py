@@ -24,6 +24,7 @@ import threading
 import time
 from array import array
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -31,8 +32,15 @@ from torch import nn
 from d4.model import IMAGE_SIZE, saliency
 
 PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
-# (pixels, the asking request's loop, its future, whether it wants an explanation instead of probabilities)
-Request = tuple[array, asyncio.AbstractEventLoop, asyncio.Future, bool]
+
+
+class Request(NamedTuple):
+    pixels: array  # 784 float32 values per image, row by row
+    loop: asyncio.AbstractEventLoop  # the asking request's event loop, where its answer is settled
+    answer: asyncio.Future
+    explain: bool  # an explanation of one image instead of probabilities
+
+
 # A forward pass of at most a few hundred tiny images takes milliseconds; one still running
 # after this many seconds means the thread is stuck, and the service is not healthy.
 STUCK_AFTER_S = 10.0
@@ -87,7 +95,7 @@ class BatchingPredictor:
         with self.accepting:
             if self.stopping or not self.thread.is_alive():
                 raise PredictorStopped("the server is shutting down")
-            self.requests.put((pixels, loop, answer, explain))
+            self.requests.put(Request(pixels, loop, answer, explain))
         return await answer
 
     @contextlib.contextmanager
@@ -130,11 +138,11 @@ class BatchingPredictor:
             batch = array("f")  # one contiguous buffer, then one tensor without a copy
             request = first
             while True:
-                if request[3]:
+                if request.explain:
                     explaining.append(request)
                 else:
                     waiting.append(request)
-                    batch.extend(request[0])
+                    batch.extend(request.pixels)
                 if len(batch) >= self.max_batch * PIXELS_PER_IMAGE or self.requests.empty():
                     break
                 request = self.requests.get()
@@ -146,13 +154,13 @@ class BatchingPredictor:
                 if waiting:
                     try:
                         rows = self._forward(batch)
-                        ends = itertools.accumulate(len(request[0]) // PIXELS_PER_IMAGE for request in waiting)
+                        ends = itertools.accumulate(len(request.pixels) // PIXELS_PER_IMAGE for request in waiting)
                         results = [rows[start:end] for start, end in itertools.pairwise([0, *ends])]
                     except Exception as error:  # answer every waiting request rather than leave it hanging
                         results = [error] * len(waiting)
                 for request in explaining:
                     try:
-                        results.append(self._explain(request[0]))
+                        results.append(self._explain(request.pixels))
                     except Exception as error:
                         results.append(error)
             except BaseException:  # the thread is being killed: answer, then let it end
@@ -165,9 +173,8 @@ class BatchingPredictor:
 
 def _answer(request: Request, result: list[list[float]] | dict | Exception) -> None:
     """Hand one request its result (or error) on its own event loop."""
-    _, loop, answer, _ = request
     with contextlib.suppress(RuntimeError):  # RuntimeError: that request's loop has closed
-        loop.call_soon_threadsafe(_settle, answer, result)
+        request.loop.call_soon_threadsafe(_settle, request.answer, result)
 
 
 def _settle(answer: asyncio.Future, result: list[list[float]] | dict | Exception) -> None:

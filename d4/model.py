@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 IMAGE_SIZE = 28
+DIGIT_BOX = 20  # MNIST fitted each digit into 20x20 (aspect kept) and centred that in the 28x28 image
 LABELS = tuple(str(digit) for digit in range(10))  # class index i is the digit i
 
 
@@ -56,23 +57,23 @@ class TinyCNN(nn.Module):
 
 def architecture(model: TinyCNN) -> list[dict]:
     """The layers in the notes' order, each with its output shape for one image and its number of parameters."""
+
+    def layer(name: str, operation: str, shape: list[int], module: nn.Module | None = None) -> dict:
+        parameters = sum(p.numel() for p in module.parameters()) if module is not None else 0
+        return {"name": name, "operation": operation, "output_shape": shape, "parameters": parameters}
+
     channels, side = 1, IMAGE_SIZE
-    layers = [{"name": "input", "operation": "grey levels in 0..1", "output_shape": [channels, side, side]}]
-    for name in ("conv1", "conv2"):
-        conv = getattr(model, name)
+    layers = [layer("input", "grey levels in 0..1", [channels, side, side])]
+    for name, conv in (("conv1", model.conv1), ("conv2", model.conv2)):
         channels = conv.out_channels
         operation = f"Conv2d {conv.in_channels}->{channels}, 3x3, padding 1, then ReLU"
-        layers.append({"name": name, "operation": operation, "output_shape": [channels, side, side], "module": conv})
+        layers.append(layer(name, operation, [channels, side, side], conv))
         side //= 2
-        layers.append({"name": "pool", "operation": "MaxPool2d 2x2", "output_shape": [channels, side, side]})
-    layers.append({"name": "flatten", "operation": "reshape to one vector", "output_shape": [channels * side * side]})
-    for name, then in (("fc1", ", then ReLU"), ("fc2", ": one logit per digit")):
-        linear = getattr(model, name)
+        layers.append(layer("pool", "MaxPool2d 2x2", [channels, side, side]))
+    layers.append(layer("flatten", "reshape to one vector", [channels * side * side]))
+    for name, linear, then in (("fc1", model.fc1, ", then ReLU"), ("fc2", model.fc2, ": one logit per digit")):
         operation = f"Linear {linear.in_features}->{linear.out_features}{then}"
-        layers.append({"name": name, "operation": operation, "output_shape": [linear.out_features], "module": linear})
-    for layer in layers:
-        module = layer.pop("module", None)
-        layer["parameters"] = sum(p.numel() for p in module.parameters()) if module is not None else 0
+        layers.append(layer(name, operation, [linear.out_features], linear))
     return layers
 
 

@@ -15,14 +15,13 @@ from array import array
 
 from PIL import Image, ImageFilter, ImageOps, ImageStat
 
-from d4.model import IMAGE_SIZE
+from d4.model import DIGIT_BOX, IMAGE_SIZE
 
 # MPO is how many phones store a JPEG photo (a JPEG with extra views); its first image is the photo.
 ACCEPTED_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "WEBP")
 # 4096 x 4096: a phone photo (12 MP) fits; a decompression bomb (a tiny file that decodes to a
 # gigapixel image) is refused from its header, before any pixel is decoded.
 MAX_IMAGE_PIXELS = 4096 * 4096
-DIGIT_BOX = 20  # MNIST fitted each digit into 20x20 and centred that in 28x28
 WORKING_SIDE = 1024  # larger images are shrunk first: cropping and centring need no more detail
 # Below this share of the ink's contrast a pixel counts as paper: JPEG noise, shadows, dust.
 NOISE_LEVEL = 0.2

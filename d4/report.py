@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from d4.model import LABELS
+
 REPORT_NAME = "d4_report.png"
 WRONG_SHOWN = 10  # most confidently wrong test digits in the report
 
@@ -28,8 +30,9 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, classes: int = 10) -> list[list[int]]:
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> list[list[int]]:
     """counts[actual][predicted] over the test set."""
+    classes = len(LABELS)
     counts = torch.bincount(labels.cpu() * classes + predictions.cpu(), minlength=classes * classes)
     return counts.view(classes, classes).tolist()
 
@@ -41,11 +44,11 @@ def write_record(weights: Path, record: dict[str, Any]) -> Path:
     return path
 
 
-def read_record(weights: Path) -> dict[str, Any] | None:
-    """The record of these exact weights, or None if there is none, it cannot be read, or it describes other weights."""
+def read_record(weights: Path, weights_sha256: str) -> dict[str, Any] | None:
+    """The record of these exact weights (by their sha256), or None: no record, unreadable, or of other weights."""
     try:
         record = json.loads(record_path(weights).read_text())
-        return record if record["weights"]["sha256"] == sha256(weights) else None
+        return record if record["weights"]["sha256"] == weights_sha256 else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -77,15 +80,15 @@ def draw_report(
 
     counts = torch.tensor(confusion)
     confusion_axes.imshow(counts.clamp(max=counts.diagonal().min().item()), cmap="Blues")
-    for actual in range(10):
-        for predicted in range(10):
+    for actual in range(len(LABELS)):
+        for predicted in range(len(LABELS)):
             count = counts[actual, predicted].item()
             if count:
                 colour = "white" if actual == predicted else "black"
                 confusion_axes.text(predicted, actual, count, ha="center", va="center", fontsize=8, color=colour)
     confusion_axes.set(
         title="confusion matrix, test set (counts)", xlabel="predicted digit", ylabel="actual digit",
-        xticks=range(10), yticks=range(10),
+        xticks=range(len(LABELS)), yticks=range(len(LABELS)),
     )  # fmt: skip
 
     predictions = probabilities.argmax(dim=1).cpu()

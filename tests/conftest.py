@@ -1,5 +1,6 @@
 """Shared test helpers: the shipped MNIST fixture, running the scripts, a real uvicorn server."""
 
+import functools
 import io
 import math
 import os
@@ -49,6 +50,7 @@ NO_CHROMIUM = (
 )
 
 
+@functools.cache
 def find_chromium() -> str | None:
     """Playwright's own Chromium if it is installed, else the first system Chromium or Chrome on the PATH."""
     from playwright.sync_api import sync_playwright

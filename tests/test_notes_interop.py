@@ -6,6 +6,7 @@ notes_api.py), run as the notes run it: a script, and a real uvicorn.
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import requests
@@ -30,7 +31,7 @@ CLIENT_INDICES = (0, 1, 2, 3, 4)
 
 
 @pytest.fixture(scope="module")
-def our_trained_weights(tmp_path_factory) -> torch.nn.Module:
+def our_trained_weights(tmp_path_factory) -> Path:
     """A d4_cnn.pt written by our trainer's main(), on the fixture."""
     out = tmp_path_factory.mktemp("ours") / "d4_cnn.pt"
     trainer.main(["--data-dir", str(FIXTURE_MNIST), "--device", "cpu", "--no-plot", "--out", str(out)])
