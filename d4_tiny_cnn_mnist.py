@@ -1,30 +1,27 @@
-"""Train TinyCNN on MNIST, report its test accuracy and save the weights to d4_cnn.pt.
+"""D4 Tiny CNN: train TinyCNN on MNIST, report its test accuracy and save the weights to d4_cnn.pt.
 
     python d4_tiny_cnn_mnist.py                 # 2 epochs, downloads MNIST into data/
     python d4_tiny_cnn_mnist.py --help          # every flag with its default
 
-Beside the weights it writes d4_cnn.json (the run's flags, numbers and the weights' sha256)
-and d4_report.png (loss and accuracy per epoch, the confusion matrix, the worst mistakes).
-
-MNIST is held as two tensors on the training device and batched by indexing a shuffled
-permutation: no per-sample PIL conversion and no DataLoader workers, which is where the
-course notes' loop spent most of its time.
+The steps are the course notes' (section 4.1), in their order and under their names. A line
+that does a step differently says which line of the notes it replaces and why. Beside the
+weights it writes d4_cnn.json (the run's flags, numbers and the weights' sha256) and
+d4_report.png (loss and accuracy per epoch, the confusion matrix, the worst mistakes).
 """
 
 import argparse
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from d4.augment import distort
-from d4.data import MnistUnavailable, load_mnist
-from d4.model import TinyCNN, to_model_input
+from d4.data import MnistUnavailable, batches, mnist_tensors
+from d4.model import TinyCNN
 from d4.report import REPORT_NAME, confusion_matrix, draw_report, write_record
+from d4.training import make_scheduler, pick_device, run_record, save_weights
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,119 +58,65 @@ def positive(text: str) -> int:
     return number
 
 
-def pick_device(requested: str) -> torch.device:
-    if requested != "auto":
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def load_split(data_dir: str, train: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """One MNIST split as (pixels (N, 1, 28, 28) in 0..1, labels (N,)), converted once, on `device`."""
-    images, labels = load_mnist(data_dir, train)
-    pixels = to_model_input(images.to(device))
-    # channels_last makes oneDNN pick its faster NHWC convolutions on the CPU.
-    return pixels.contiguous(memory_format=torch.channels_last), labels.to(device)
-
-
-def make_optimizer(
-    model: nn.Module, lr: float, schedule: str, total_steps: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """Adam, with the learning rate held at `lr` (the notes) or following a one-cycle schedule."""
-    # fused=True runs Adam's update as one kernel per step instead of a dozen small ones.
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=next(model.parameters()).device.type != "mps")
-    if schedule == "onecycle":
-        # Warm up to `lr`, then anneal towards zero: a large batch trains fast without diverging.
-        return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-
-
-def train_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    pixels: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int,
-    generator: torch.Generator,
-    augment: bool,
-    description: str,
-) -> tuple[float, float]:
-    """One pass over the data in shuffled (and, with augment, distorted) batches; returns (sum of losses, accuracy)."""
+def train(model, train_loader, loss_fn, optimizer, scheduler, generator, augment, epoch) -> tuple[float, float]:
+    """One pass over the training batches, as in the notes; returns (total_loss, accuracy)."""
     model.train()
-    order = torch.randperm(len(labels), generator=generator).to(labels.device)
-    # Totals stay on the device so a GPU never waits for the host inside the epoch.
-    loss_sum = torch.zeros((), device=labels.device)
-    correct = torch.zeros((), dtype=torch.long, device=labels.device)
-    for start in tqdm(range(0, len(order), batch_size), desc=description, leave=False, disable=None):
-        batch = order[start : start + batch_size]
-        inputs = distort(pixels[batch], generator) if augment else pixels[batch]
-        logits = model(inputs)
-        loss = F.cross_entropy(logits, labels[batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        loss_sum += loss.detach()
-        correct += (logits.argmax(dim=1) == labels[batch]).sum()
-    return loss_sum.item(), correct.item() / len(labels)
+    # The notes add loss.item() and the correct count each step; kept on the device instead,
+    # so a GPU never waits for the host inside the epoch.
+    device = next(model.parameters()).device
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    total = 0
+    with tqdm(total=len(train_loader), desc=f"epoch {epoch}", leave=False, disable=None) as progress:
+        for X, Y in train_loader:
+            # The notes' X = X.to(device); Y = Y.to(device): train_data already lives on the device.
+            if augment:
+                X = distort(X, generator)  # d4/augment.py: slant, wobble, pen width, coarse scans
+            logits = model(X)
+            loss = loss_fn(logits, Y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()  # not in the notes: the learning rate follows --schedule
+            total_loss += loss.detach()
+            pred = logits.argmax(dim=1)
+            correct += (pred == Y).sum()
+            total += Y.size(0)
+            progress.update()
+    return total_loss.item(), correct.item() / total
 
 
-@torch.inference_mode()
-def class_probabilities(model: nn.Module, pixels: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """(N, 10) probabilities of every image, in batches that bound memory."""
+def test(model, test_loader) -> tuple[float, torch.Tensor]:
+    """The notes' test pass: accuracy on unseen digits; also every digit's probabilities, for the report."""
     model.eval()
-    batches = [model(pixels[i : i + batch_size]).softmax(dim=1) for i in range(0, len(pixels), batch_size)]
-    return torch.cat(batches)
+    correct = 0
+    total = 0
+    probabilities = []
+    with torch.no_grad():
+        for X, Y in test_loader:
+            logits = model(X)
+            pred = logits.argmax(dim=1)
+            correct += (pred == Y).sum().item()
+            total += Y.size(0)
+            probabilities.append(logits.softmax(dim=1))
+    return correct / total, torch.cat(probabilities)
 
 
-def save_weights(model: nn.Module, path: Path) -> None:
-    """Save a CPU state_dict; write a temporary file first so an interrupted save keeps the old one."""
-    state_dict = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(state_dict, partial)
-    partial.replace(path)
-
-
-def run_record(
-    args: argparse.Namespace, argv: list[str], device: torch.device, epochs: list[dict], confusion: list[list[int]]
-) -> dict:
-    """How these weights were made, for d4_cnn.json: the command, every flag, each epoch's numbers, where, when."""
-    return {
-        "command": " ".join(["python d4_tiny_cnn_mnist.py", *argv]),
-        "flags": {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()},
-        "epochs": epochs,
-        "test_accuracy": epochs[-1]["test_accuracy"],
-        "confusion_matrix": confusion,
-        "device": str(device),
-        "torch": torch.__version__,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
-def show_report_and_example(
-    report, image: torch.Tensor, actual: int, predicted: int, report_path: Path, example_path: Path
-) -> None:
-    """Save the report; show it with one test digit titled with its labels, or without a display save that too."""
+def show_example(X_sample: torch.Tensor, Y_sample: int, pred: int, example_path: Path) -> None:
+    """The notes' last step: one test digit titled with its labels; without a display, saved instead of shown."""
     import matplotlib.pyplot as plt  # imported here: --no-plot runs never pay for it
     from matplotlib.backends import BackendFilter, backend_registry
 
-    report.savefig(report_path)
-    print(f"saved the training report to {report_path}")
-    example, axes = plt.subplots(figsize=(3, 3.3))
-    axes.imshow(image.squeeze().cpu(), cmap="gray")
-    axes.set_title(f"actual={actual}, predicted={predicted}")
-    axes.axis("off")
+    plt.figure(figsize=(3, 3.3))
+    plt.imshow(X_sample.squeeze().cpu(), cmap="gray")
+    plt.title(f"actual={Y_sample}, predicted={pred}")
+    plt.axis("off")
     # Without a display (a server, CI) matplotlib falls back to Agg, where show() does nothing.
     if plt.get_backend().lower() in backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE):
-        example.savefig(example_path, bbox_inches="tight")
+        plt.savefig(example_path, bbox_inches="tight")
         print(f"no display: saved the example digit to {example_path}")
     else:
-        plt.show()
+        plt.show()  # the example and the training report, each in its window
     plt.close("all")
 
 
@@ -186,59 +129,63 @@ def main(argv: list[str] | None = None) -> None:
     # many times slower; flushing them to zero changes no printed digit and saves ~10%.
     torch.set_flush_denormal(True)
 
-    # Data
+    # Data. The notes' transform = transforms.ToTensor() converted each image every time it was
+    # fetched; mnist_tensors converts each split once to the same tensors, on the device.
     try:
-        train_pixels, train_labels = load_split(args.data_dir, train=True, device=device)
-        test_pixels, test_labels = load_split(args.data_dir, train=False, device=device)
+        train_data = mnist_tensors(args.data_dir, train=True, device=device)
+        test_data = mnist_tensors(args.data_dir, train=False, device=device)
     except MnistUnavailable as error:
         sys.exit(f"error: {error}")
+    generator = torch.Generator().manual_seed(args.seed)  # --seed decides the shuffle and the distortions
+    # The notes' DataLoader(train_data, batch_size=64, shuffle=True) fetches 64 samples one by one
+    # and stacks them; batches() fetches each batch with one indexing, in the same shuffled order.
+    train_loader = batches(train_data, args.batch_size, shuffle=True, generator=generator)
+    # The notes' test_loader has batches of 64; with no gradients to keep, 1000 a batch is faster.
+    test_loader = batches(test_data, 1000, shuffle=False)
 
-    # Model
-    model = TinyCNN().to(device, memory_format=torch.channels_last)
-    steps_per_epoch = -(-len(train_labels) // args.batch_size)  # ceiling division
-    optimizer, scheduler = make_optimizer(model, args.lr, args.schedule, total_steps=args.epochs * steps_per_epoch)
+    # Model, loss function and optimizer
+    model = TinyCNN().to(device, memory_format=torch.channels_last)  # channels_last: oneDNN's faster convolutions
+    loss_fn = nn.CrossEntropyLoss()
+    # fused=True runs Adam's update as one kernel per step instead of a dozen small ones.
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=device.type != "mps")
+    scheduler = make_scheduler(optimizer, args.lr, args.schedule, total_steps=args.epochs * len(train_loader))
 
-    # Train, and after each epoch measure the test set too (one forward pass; the report plots it)
-    generator = torch.Generator().manual_seed(args.seed)
+    # Train; after each epoch, test too (the report plots both)
+    num_epochs = args.epochs
     epochs = []
     try:
-        for epoch in range(args.epochs):
-            loss_sum, train_accuracy = train_epoch(
-                model,
-                optimizer,
-                scheduler,
-                train_pixels,
-                train_labels,
-                args.batch_size,
-                generator,
-                args.augment,
-                f"epoch {epoch}",
+        for epoch in range(num_epochs):
+            total_loss, accuracy = train(
+                model, train_loader, loss_fn, optimizer, scheduler, generator, args.augment, epoch
             )
-            print(f"epoch={epoch} loss={loss_sum:.4f} accuracy={train_accuracy:.4f}", flush=True)
-            test_probabilities = class_probabilities(model, test_pixels)
-            test_accuracy = (test_probabilities.argmax(dim=1) == test_labels).float().mean().item()
-            epochs.append(dict(epoch=epoch, loss=loss_sum, train_accuracy=train_accuracy, test_accuracy=test_accuracy))
+            print(f"epoch={epoch} loss={total_loss:.4f} accuracy={accuracy:.4f}", flush=True)
+            test_accuracy, test_probabilities = test(model, test_loader)
+            epochs.append(dict(epoch=epoch, loss=total_loss, train_accuracy=accuracy, test_accuracy=test_accuracy))
     except KeyboardInterrupt:
         sys.exit(f"interrupted: {args.out} left unchanged")
 
-    # Evaluate: the last epoch's pass over the test set is the trained model's
-    predictions = test_probabilities.argmax(dim=1)
+    # Test: the last epoch's pass over the test set is the trained model's
     print(f"test accuracy={test_accuracy:.4f}")
 
-    # Save the weights, then the record of how they were made beside them
+    # Save the weights (the notes' section 4.2 loads them), then the record of how they were made
     save_weights(model, args.out)
     print(f"saved weights to {args.out}")
-    confusion = confusion_matrix(test_labels, predictions)
+    test_labels = test_data.tensors[1]
+    confusion = confusion_matrix(test_labels, test_probabilities.argmax(dim=1))
     record = run_record(args, sys.argv[1:] if argv is None else argv, device, epochs, confusion)
     print(f"saved the training record to {write_record(args.out, record)}")
 
-    # Show one test digit with its actual and predicted label, and the report
-    actual, predicted = test_labels[0].item(), predictions[0].item()
-    print(f"test digit 0: actual={actual}, predicted={predicted}")
+    # Show one prediction
+    X_sample, Y_sample = test_data[0]
+    with torch.no_grad():
+        logits = model(X_sample.unsqueeze(0))  # the notes' .to(device): X_sample is already there
+    pred = logits.argmax(dim=1).item()
+    print(f"test digit 0: actual={Y_sample.item()}, predicted={pred}")
     if not args.no_plot:
-        report = draw_report(epochs, confusion, test_pixels, test_labels, test_probabilities)
-        report_path, example_path = args.out.with_name(REPORT_NAME), args.out.with_name("d4_example.png")
-        show_report_and_example(report, test_pixels[0], actual, predicted, report_path, example_path)
+        report_path = args.out.with_name(REPORT_NAME)
+        draw_report(epochs, confusion, test_data, test_probabilities).savefig(report_path)
+        print(f"saved the training report to {report_path}")
+        show_example(X_sample, Y_sample.item(), pred, args.out.with_name("d4_example.png"))
 
 
 if __name__ == "__main__":

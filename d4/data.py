@@ -1,12 +1,20 @@
 """MNIST as whole tensors: torchvision downloads and parses the files, we keep the arrays.
 
-Holding each split as one uint8 tensor lets the trainer batch by indexing, with no
-per-sample PIL conversion, and lets the client pick one digit without a DataLoader.
+The course notes read MNIST through `datasets.MNIST(..., transform=ToTensor())`, which turns
+each image from PIL into a tensor every time it is fetched: most of the notes' training time.
+Here each split is converted once, to the same [1, 28, 28] tensors in 0..1, and kept on the
+training device as a `TensorDataset`; a `DataLoader` then fetches a whole batch with one
+indexing (`batches`). `test_data[0]` still gives `(X, Y)` as in the notes.
 """
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+from d4.model import to_model_input
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -24,10 +32,14 @@ def load_mnist(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tenso
     """Return (images uint8 (N, 28, 28), labels int64 (N,)) of one split, downloading it if needed."""
     from torchvision import datasets  # imported here: the API does not need torchvision
 
+    raw_folder = Path(root) / "MNIST" / "raw"
+    # The outermost of data/, data/MNIST/, data/MNIST/raw/ that this call creates, if any.
+    created = next((folder for folder in (Path(root), raw_folder.parent, raw_folder) if not folder.exists()), None)
     try:
         dataset = datasets.MNIST(root, train=train, download=True)
     except Exception as error:  # no network shows up as URLError, OSError or RuntimeError
-        raw_folder = Path(root) / "MNIST" / "raw"
+        if created is not None:  # a failed download leaves nothing behind: no empty data/MNIST/raw/
+            shutil.rmtree(created, ignore_errors=True)
         reason = str(error).strip().splitlines()[-1]  # torchvision's last line holds the cause
         raise MnistUnavailable(
             f"MNIST is not in {raw_folder} and could not be downloaded ({reason}). "
@@ -35,3 +47,39 @@ def load_mnist(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tenso
             "or pass --data-dir with a folder that has them in MNIST/raw/."
         ) from None
     return dataset.data, dataset.targets
+
+
+def mnist_tensors(root: str | Path, train: bool, device: torch.device) -> TensorDataset:
+    """One MNIST split as a dataset of (X (1, 28, 28) in 0..1, Y), converted once and held on `device`."""
+    images, labels = load_mnist(root, train)
+    pixels = to_model_input(images.to(device))
+    # channels_last makes oneDNN pick its faster NHWC convolutions on the CPU.
+    return TensorDataset(pixels.contiguous(memory_format=torch.channels_last), labels.to(device))
+
+
+class BatchOrder(Sampler[torch.Tensor]):
+    """Each batch's indices, as one tensor: in a new random order each epoch (shuffle), or in order.
+
+    The shuffled order is one torch.randperm per epoch drawn from `generator`, and nothing else
+    is drawn from it, so --seed gives the same batches (and, with --augment, distortions) every run.
+    """
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, generator: torch.Generator | None) -> None:
+        self.size, self.batch_size, self.shuffle, self.generator = size, batch_size, shuffle, generator
+
+    def __len__(self) -> int:
+        return -(-self.size // self.batch_size)  # ceiling division: the last batch may be smaller
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        order = torch.randperm(self.size, generator=self.generator) if self.shuffle else torch.arange(self.size)
+        return iter(order.split(self.batch_size))
+
+
+def batches(dataset: TensorDataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
+    """A DataLoader over `dataset` that batches as DataLoader(dataset, batch_size, shuffle) does, one indexing a batch.
+
+    With `batch_size=None` the loader takes each batch's indices from its sampler and asks the
+    dataset for all of them at once: no per-sample fetch and no collate.
+    """
+    order = BatchOrder(len(dataset), batch_size, shuffle, generator)
+    return DataLoader(dataset, sampler=order, batch_size=None)

@@ -1,14 +1,32 @@
-"""Say in JSON, like every other error of the API, that a request body was too large.
+"""What the API refuses before an endpoint runs: bodies over a size limit, and calls from other web pages.
 
-FastAPI enforces `max_body_size` (per app and per route) while the body streams in, and
-Starlette then answers with a plain-text "Content Too Large". This middleware replaces that
-text with the API's error shape and names the limit, so a client learns what to change.
+Each POST route has its own body limit: a bigger body gets 413 before it is read, so a client
+cannot make the server hold a huge request in memory. FastAPI enforces `max_body_size` while
+the body streams in, and Starlette then answers with a plain-text "Content Too Large";
+`ExplainTooLarge` replaces that text with the API's error shape and names the limit, so a client
+learns what to change. Browser pages from other origins may call the API only when
+D4_CORS_ORIGINS lists them (`allow_origins_from_env`).
 """
 
 import json
+import os
 
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MAX_BODY_BYTES = 1024 * 1024  # /predict: a 28x28 JSON array is 6 to 16 KB
+MAX_BATCH_IMAGES = 256
+MAX_BATCH_BODY_BYTES = 8 * 1024 * 1024  # /predict/batch: 256 images of up to 16 KB, with room to spare
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # /predict/image: a phone photo as JPEG
+
+
+def allow_origins_from_env(app: FastAPI) -> None:
+    """Let browser pages from the origins in D4_CORS_ORIGINS (comma-separated) call the API; none by default."""
+    origins = [origin.strip() for origin in os.environ.get("D4_CORS_ORIGINS", "").split(",") if origin.strip()]
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"], allow_headers=["*"])
 
 
 class ExplainTooLarge:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import TensorDataset
 
 from d4.model import LABELS
 
@@ -56,8 +57,7 @@ def read_record(weights: Path, weights_sha256: str) -> dict[str, Any] | None:
 def draw_report(
     epochs: list[dict[str, float]],
     confusion: list[list[int]],
-    test_pixels: torch.Tensor,
-    test_labels: torch.Tensor,
+    test_data: TensorDataset,
     probabilities: torch.Tensor,
 ):
     """A 1400x900 figure: loss and accuracies per epoch, the confusion matrix, the most confidently wrong digits."""
@@ -91,6 +91,7 @@ def draw_report(
         xticks=range(len(LABELS)), yticks=range(len(LABELS)),
     )  # fmt: skip
 
+    test_pixels, test_labels = test_data.tensors
     predictions = probabilities.argmax(dim=1).cpu()
     labels = test_labels.cpu()
     confidence = probabilities.max(dim=1).values.cpu()

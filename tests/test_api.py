@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import SHIPPED_WEIGHTS, run_script, script_env
+from d4.limits import MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES
 from d4.model import to_model_input
-from d4_api_mnist import MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES
 
 BLANK = [[0.0] * 28 for _ in range(28)]
 
@@ -29,7 +29,7 @@ def test_healthz_answers_once_the_model_is_loaded(client):
 def test_docs_show_the_models_with_an_example(client):
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()["components"]["schemas"]
-    assert len(schema["PredictRequest"]["examples"][0]["pixels"]) == 28
+    assert len(schema["DigitPixels"]["examples"][0]["pixels"]) == 28
     assert set(schema["Prediction"]["properties"]) == {"predicted_digit", "confidence", "probabilities", "explanation"}
     assert set(schema["Prediction"]["required"]) == {"predicted_digit", "confidence", "probabilities"}
     assert {"ModelCard", "Explanation"} <= set(schema)

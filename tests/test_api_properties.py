@@ -8,7 +8,10 @@ from hypothesis import strategies as st
 from schemathesis.checks import positive_data_acceptance
 
 from conftest import drawn, encode
-from d4_api_mnist import BatchPrediction, ImagePrediction, Prediction, app
+from d4.api_models import Prediction
+from d4.batch_endpoint import BatchPrediction
+from d4.image_endpoint import ImagePrediction
+from d4_api_mnist import app
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -8,9 +8,9 @@ import torch
 from PIL import Image, ImageOps
 
 from conftest import DIGIT_STROKES, drawn, encode
+from d4.limits import MAX_BATCH_IMAGES, MAX_UPLOAD_BYTES
 from d4.model import to_model_input
 from d4.preprocess import MAX_IMAGE_PIXELS, ImageTooLarge, image_to_pixels
-from d4_api_mnist import MAX_BATCH_IMAGES, MAX_UPLOAD_BYTES
 
 
 def as_a_user_sends_it(digit: torch.Tensor, rng: random.Random) -> Image.Image:

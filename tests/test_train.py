@@ -7,25 +7,40 @@ import re
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 from torchvision import datasets, transforms
 
 import d4_tiny_cnn_mnist as trainer
 from conftest import FIXTURE_MNIST, run_script, script_env
-from d4.data import MNIST_FILES
+from d4.data import MNIST_FILES, batches, mnist_tensors
 from d4.model import TinyCNN, load_weights
 
 CPU = torch.device("cpu")
 
 
 @pytest.mark.parametrize("train", [True, False])
-def test_fast_loader_yields_exactly_the_datasets_pixels_and_labels(train):
-    pixels, labels = trainer.load_split(str(FIXTURE_MNIST), train=train, device=CPU)
+def test_fast_loader_yields_exactly_the_notes_datasets_pixels_and_labels(train):
+    """mnist_tensors and batches() stand for the notes' ToTensor() dataset and DataLoader: same (X, Y), every one."""
+    data = mnist_tensors(str(FIXTURE_MNIST), train=train, device=CPU)
     reference = datasets.MNIST(FIXTURE_MNIST, train=train, transform=transforms.ToTensor())
-    assert pixels.shape == (len(reference), 1, 28, 28)
+    assert len(data) == len(reference)
     for i in range(len(reference)):
+        X, Y = data[i]
         image, label = reference[i]
-        assert torch.equal(pixels[i], image)
-        assert labels[i].item() == label
+        assert X.shape == (1, 28, 28) and torch.equal(X, image)
+        assert Y.item() == label
+    loaded = list(batches(data, 64, shuffle=False))
+    assert [len(Y) for _, Y in loaded] == [64] * (len(data) // 64) + [len(data) % 64]
+    assert torch.equal(torch.cat([X for X, _ in loaded]), data.tensors[0])
+
+
+def test_shuffled_batches_show_every_image_once_per_epoch_in_a_new_order():
+    data = mnist_tensors(str(FIXTURE_MNIST), train=True, device=CPU)
+    loader = batches(data, 64, shuffle=True, generator=torch.Generator().manual_seed(0))
+    epochs = [torch.cat([Y for _, Y in loader]) for _ in range(2)]
+    for labels in epochs:
+        assert sorted(labels.tolist()) == sorted(data.tensors[1].tolist())
+    assert not torch.equal(epochs[0], epochs[1])
 
 
 def train_on_fixture(tmp_path, *flags: str) -> dict[str, torch.Tensor]:
@@ -46,14 +61,14 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path, c
 
 def run_one_epoch(lr: float, schedule: str, batch_size: int) -> tuple[list[float], int]:
     """Train one epoch on the fixture; return the learning rate seen at each step and the step count."""
-    pixels, labels = trainer.load_split(str(FIXTURE_MNIST), train=True, device=CPU)
+    train_loader = batches(mnist_tensors(str(FIXTURE_MNIST), train=True, device=CPU), batch_size, shuffle=True)
     model = TinyCNN()
-    steps = -(-len(labels) // batch_size)
-    optimizer, scheduler = trainer.make_optimizer(model, lr, schedule, total_steps=steps)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = trainer.make_scheduler(optimizer, lr, schedule, total_steps=len(train_loader))
     seen = []
     optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
-    trainer.train_epoch(model, optimizer, scheduler, pixels, labels, batch_size, torch.Generator(), False, "test")
-    return seen, steps
+    trainer.train(model, train_loader, nn.CrossEntropyLoss(), optimizer, scheduler, torch.Generator(), False, 0)
+    return seen, len(train_loader)
 
 
 def test_the_notes_recipe_through_main_trains_shuffled_batches_of_64_at_a_constant_lr_0_001(tmp_path, monkeypatch):
@@ -66,19 +81,18 @@ def test_the_notes_recipe_through_main_trains_shuffled_batches_of_64_at_a_consta
                 seen_batches.append(pixels.detach().clone())
             return super().forward(pixels)
 
-    def recording_optimizer(*args, **kwargs):
-        optimizer, scheduler = make_optimizer(*args, **kwargs)
+    def recording_scheduler(optimizer, *args, **kwargs):
         optimizer.register_step_pre_hook(lambda opt, *_: learning_rates.append(opt.param_groups[0]["lr"]))
-        return optimizer, scheduler
+        return make_scheduler(optimizer, *args, **kwargs)
 
-    make_optimizer = trainer.make_optimizer
+    make_scheduler = trainer.make_scheduler
     monkeypatch.setattr(trainer, "TinyCNN", RecordingTinyCNN)
-    monkeypatch.setattr(trainer, "make_optimizer", recording_optimizer)
+    monkeypatch.setattr(trainer, "make_scheduler", recording_scheduler)
     train_on_fixture(tmp_path, "--batch-size", "64", "--lr", "0.001", "--schedule", "constant")
 
     assert [len(batch) for batch in seen_batches] == [64, 64, 64, 8] * 2  # 200 fixture images, 2 epochs
     assert learning_rates == [0.001] * 8
-    pixels, _ = trainer.load_split(str(FIXTURE_MNIST), train=True, device=CPU)
+    pixels = mnist_tensors(str(FIXTURE_MNIST), train=True, device=CPU).tensors[0]
     every_image = sorted(pixels.flatten(1).sum(dim=1).tolist())
     for epoch in (seen_batches[:4], seen_batches[4:]):  # each epoch shows every image once, in a new order
         assert sorted(torch.cat(epoch).flatten(1).sum(dim=1).tolist()) == pytest.approx(every_image)
@@ -149,16 +163,18 @@ def test_a_count_below_one_is_refused_in_one_line(flag):
     assert result.stderr.strip().endswith(f"argument {flag}: must be 1 or more, not 0")
 
 
-def test_missing_mnist_without_network_exits_1_naming_files_and_folder(tmp_path):
+def test_missing_mnist_without_network_exits_1_naming_files_and_folder_and_leaves_nothing_behind(tmp_path):
     refused = "http://127.0.0.1:9"  # nothing listens on port 9: every download fails at once
     env = script_env(http_proxy=refused, https_proxy=refused, HTTP_PROXY=refused, HTTPS_PROXY=refused)
     env.pop("no_proxy", None)
     env.pop("NO_PROXY", None)
-    result = run_script("d4_tiny_cnn_mnist.py", "--data-dir", str(tmp_path), "--no-plot", env=env, timeout=120)
+    data_dir = tmp_path / "data"
+    result = run_script("d4_tiny_cnn_mnist.py", "--data-dir", str(data_dir), "--no-plot", env=env, timeout=120)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("error: MNIST is not in")
-    assert str(tmp_path / "MNIST" / "raw") in message
+    assert str(data_dir / "MNIST" / "raw") in message
     for name in MNIST_FILES:
         assert name in message
+    assert not data_dir.exists()  # no empty data/MNIST/raw/ to confuse the next try

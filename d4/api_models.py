@@ -1,0 +1,87 @@
+"""The shapes the API's JSON takes: pixels in, predictions and errors out.
+
+FastAPI validates requests against these models and shows them, with examples, on /docs.
+"""
+
+from array import array
+from typing import Annotated
+
+from fastapi import Query
+from pydantic import BaseModel, Field
+
+from d4.model import IMAGE_SIZE, LABELS
+
+Pixel = Annotated[float, Field(ge=0.0, le=1.0, strict=True, allow_inf_nan=False)]
+PixelRow = Annotated[list[Pixel], Field(min_length=IMAGE_SIZE, max_length=IMAGE_SIZE)]
+Pixels = Annotated[
+    list[PixelRow],
+    Field(
+        min_length=IMAGE_SIZE,
+        max_length=IMAGE_SIZE,
+        description="28 rows of 28 grey levels, 0.0 = background (black) to 1.0 = ink (white), as in MNIST",
+    ),
+]
+# A vertical bar: the digit 1, as an example for /docs.
+EXAMPLE_PIXELS = [[1.0 if 4 <= row < 24 and 12 <= col < 16 else 0.0 for col in range(28)] for row in range(28)]
+
+
+class Explanation(BaseModel):
+    feature_maps: dict[str, list[list[list[float]]]] = Field(
+        description="what each conv block made of the image, after pooling and ReLU: "
+        "conv1 is 8 maps of 14x14, conv2 is 16 maps of 7x7 (each map is one learned filter's response)"
+    )
+    saliency: list[list[float]] = Field(
+        description="28x28 in 0..1: how much each input pixel moved the predicted digit's score "
+        "(|gradient x input|, scaled to its largest value); bright where the strokes decided the answer"
+    )
+
+
+class Prediction(BaseModel):
+    predicted_digit: int = Field(ge=0, le=9, examples=[1])
+    confidence: float = Field(ge=0.0, le=1.0, description="probability of the predicted digit", examples=[0.998])
+    probabilities: list[float] = Field(
+        min_length=len(LABELS), max_length=len(LABELS), description="probability of each digit 0..9, summing to 1"
+    )
+    explanation: Explanation | None = Field(default=None, description="with ?explain=true: what the network saw")
+
+
+class Problem(BaseModel):
+    message: str = Field(description="what was wrong, in one sentence")
+    detail: str | list
+
+
+TOO_LARGE = {"model": Problem, "description": "The body is over the size limit"}
+Explain = Annotated[
+    bool, Query(description="also return the feature maps of both conv blocks and a saliency map (about 35 KB)")
+]
+
+
+class ServiceInfo(BaseModel):
+    ok: bool
+    demo: str
+    endpoint: str
+    image_endpoint: str
+    batch_endpoint: str
+    ui: str
+    model: str
+    docs: str
+    health: str
+
+
+def to_prediction(probs: list[float]) -> Prediction:
+    """The answer for one image's 10 probabilities: the likeliest digit, its probability, and all ten."""
+    pred = max(range(len(LABELS)), key=probs.__getitem__)
+    return Prediction(predicted_digit=pred, confidence=probs[pred], probabilities=probs)
+
+
+def packed(images: list[list[list[float]]]) -> array:
+    """The images' grey levels, row after row, in one float32 buffer that torch reads without a copy.
+
+    array.fromlist row by row is 10x faster than torch.tensor(nested lists) and 2.5x faster
+    than array("f", chain.from_iterable(...)).
+    """
+    pixels = array("f")
+    for image in images:
+        for row in image:
+            pixels.fromlist(row)
+    return pixels

@@ -1,0 +1,67 @@
+"""POST /predict/image: a photo, scan or drawing of one digit, prepared as MNIST's digits were (d4/preprocess.py)."""
+
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, File, Query, Request, UploadFile
+from pydantic import Field
+from starlette.exceptions import HTTPException
+
+from d4.api_models import Explain, Explanation, Prediction, Problem, to_prediction
+from d4.batching import PIXELS_PER_IMAGE
+from d4.body_route import BodyRoute
+from d4.limits import MAX_UPLOAD_BYTES
+from d4.model import IMAGE_SIZE
+from d4.preprocess import MAX_IMAGE_PIXELS, ImageRejected, ImageTooLarge, image_to_views
+
+router = APIRouter(route_class=BodyRoute)
+
+
+class ImagePrediction(Prediction):
+    input: list[list[float]] | None = Field(
+        default=None, description="with ?return_input=true: the 28x28 grey levels the model saw, after preprocessing"
+    )
+
+
+@router.post(
+    "/predict/image",
+    max_body_size=MAX_UPLOAD_BYTES,
+    response_model_exclude_none=True,
+    responses={
+        400: {"model": Problem, "description": "The body could not be read (a broken multipart upload)"},
+        413: {
+            "model": Problem,
+            "description": f"The upload is over {MAX_UPLOAD_BYTES // 2**20} MiB or {MAX_IMAGE_PIXELS:,} pixels",
+        },
+        422: {"model": Problem, "description": "Not an image, a broken or animated one, a thin strip, or blank"},
+    },
+)
+async def predict_image(
+    request: Request,
+    file: Annotated[UploadFile, File(description="a picture of one digit: PNG, JPEG or MPO, GIF, BMP, WebP")],
+    return_input: Annotated[bool, Query(description="also return the 28x28 input the model saw")] = False,
+    explain: Explain = False,
+) -> ImagePrediction:
+    """Classify a photo, scan or drawing of one digit, dark on light or light on dark, any size.
+
+    It is prepared the way MNIST's digits were (see d4/preprocess.py): cropped to the ink,
+    scaled to fit 20x20, centred by its centre of mass in 28x28, white on black.
+    """
+    data = await file.read()
+    try:
+        # Decoding is slow next to inference: a worker thread does it so the event loop stays free.
+        views = await anyio.to_thread.run_sync(image_to_views, data, limiter=request.state.image_workers)
+    except ImageTooLarge as error:
+        raise HTTPException(status_code=413, detail=str(error)) from None
+    except ImageRejected as error:
+        raise HTTPException(status_code=422, detail=str(error)) from None
+    # The picture and 4 nearby views of it in one batch; their answers averaged read people's digits better.
+    rows = await request.state.predictor.probabilities(views)
+    probabilities = [sum(column) / len(rows) for column in zip(*rows, strict=True)]
+    prediction = ImagePrediction(**to_prediction(probabilities).model_dump())
+    upright = views[:PIXELS_PER_IMAGE]  # the prepared picture itself, before the nearby views
+    if return_input:
+        prediction.input = [upright[row * IMAGE_SIZE : (row + 1) * IMAGE_SIZE].tolist() for row in range(IMAGE_SIZE)]
+    if explain:
+        prediction.explanation = Explanation(**await request.state.predictor.explanation(upright))
+    return prediction
