@@ -17,12 +17,19 @@ from PIL import Image, ImageFilter, ImageOps, ImageStat
 
 from d4.model import DIGIT_BOX, IMAGE_SIZE
 
-# MPO is how many phones store a JPEG photo (a JPEG with extra views); its first image is the photo.
-ACCEPTED_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "WEBP")
+# Only these formats' parsers ever run. JPEG's also opens MPO, how many phones store a photo (a
+# JPEG with extra views; its first image is the photo).
+ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+SEND_ONE_OF = ", ".join(ACCEPTED_FORMATS)
 # 4096 x 4096: a phone photo (12 MP) fits; a decompression bomb (a tiny file that decodes to a
 # gigapixel image) is refused from its header, before any pixel is decoded.
 MAX_IMAGE_PIXELS = 4096 * 4096
 WORKING_SIDE = 1024  # larger images are shrunk first: cropping and centring need no more detail
+REDUCE_BAND_ROWS = 64  # rows of the shrunk picture made at a time: 4 MiB of a 4096x4096 RGBA one
+# Decoding one picture may take this much memory at its peak, with one picture decoded at a time:
+# the server's ~165 MB, this, and the uploads waiting (d4/image_endpoint.py) stay well inside a
+# 512 MB instance. Within the pixel limit, only a WebP over 8.4 million pixels needs more.
+MAX_DECODE_BYTES = 128 * 2**20
 # Below this share of the ink's contrast a pixel counts as paper: JPEG noise, shadows, dust.
 NOISE_LEVEL = 0.2
 MIN_CONTRAST = 32  # grey levels between the mean paper and the mean ink below which we call the image blank
@@ -93,15 +100,37 @@ def _levels(*images: Image.Image) -> array:
 
 
 def _load_greyscale(data: bytes) -> Image.Image:
-    """Decode one still image to greyscale ("L"), with transparent parts turned into paper."""
+    """Decode one still image to greyscale ("L") at most WORKING_SIDE px long, transparent parts turned into paper."""
+    image = _opened(data)
     try:
-        image = Image.open(io.BytesIO(data))
+        # GIF and WebP count their frames by reading them; an MPO's extra frames are other views of the photo.
+        frames = 1 if image.format == "MPO" else getattr(image, "n_frames", 1)
+    except Exception:  # a damaged file fails in many ways while it is read
+        raise ImageRejected(f"the {image.format} file is truncated or corrupt") from None
+    if frames > 1:
+        raise ImageRejected(f"the image is animated ({frames} frames); send a single still image")
+    _refuse_over_memory_budget(image)
+    image.draft("L", (WORKING_SIDE, WORKING_SIDE))  # JPEG only: decode straight to grey, at a smaller scale
+    try:
+        image.load()
+    except Exception:  # a damaged file fails in many ways while it is decoded
+        raise ImageRejected(f"the {image.format} file is truncated or corrupt") from None
+    transparent = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    grey = _reduced(image, "LA" if transparent else "L")
+    # Phones store photos as the sensor saw them and say in EXIF how to turn them upright.
+    ImageOps.exif_transpose(grey, in_place=True)
+    return _flatten_transparency(grey) if transparent else grey
+
+
+def _opened(data: bytes) -> Image.Image:
+    """The image's header read by the accepted formats' parsers only, checked against the size limits."""
+    try:
+        # Pillow would otherwise try every format it knows (TIFF, ICO, ...) on the untrusted bytes.
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError:  # Pillow's own limit, far above ours
         raise ImageTooLarge(f"the image has too many pixels; the limit is {MAX_IMAGE_PIXELS:,}") from None
     except Exception:  # Pillow raises many types for bytes it cannot read; all mean the same here
-        raise ImageRejected(f"the file is not an image; send one of {', '.join(ACCEPTED_FORMATS)}") from None
-    if image.format not in ACCEPTED_FORMATS:
-        raise ImageRejected(f"{image.format} images are not accepted; send one of {', '.join(ACCEPTED_FORMATS)}")
+        raise ImageRejected(f"the file is not an image in a format we open; send one of {SEND_ONE_OF}") from None
     width, height = image.size
     if width * height > MAX_IMAGE_PIXELS:
         raise ImageTooLarge(f"the image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS:,} pixels")
@@ -110,21 +139,48 @@ def _load_greyscale(data: bytes) -> Image.Image:
             f"the image is {width}x{height} pixels, a strip too thin to hold a digit "
             f"(at most {MAX_ASPECT} times longer than wide); crop it around the digit"
         )
-    try:
-        # GIF and WebP count their frames by reading them; an MPO's extra frames are other views of the photo.
-        frames = 1 if image.format == "MPO" else getattr(image, "n_frames", 1)
-        if frames == 1:
-            image.draft("L", (WORKING_SIDE, WORKING_SIDE))  # JPEG only: decode straight to grey, at a smaller scale
-            image.load()
-            # Phones store photos as the sensor saw them and say in EXIF how to turn them upright.
-            ImageOps.exif_transpose(image, in_place=True)
-    except Exception:  # a damaged file fails in many ways while it is decoded
-        raise ImageRejected(f"the {image.format} file is truncated or corrupt") from None
-    if frames > 1:
-        raise ImageRejected(f"the image is animated ({frames} frames); send a single still image")
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        return _flatten_transparency(image.convert("LA"))
-    return image.convert("L")
+    return image
+
+
+def _refuse_over_memory_budget(image: Image.Image) -> None:
+    """Refuse, from the header, a picture whose decoding would take more memory than MAX_DECODE_BYTES."""
+    needed = _decoding_bytes(image)
+    if needed > MAX_DECODE_BYTES:
+        raise ImageTooLarge(
+            f"the image is a {image.width}x{image.height} {image.format}, which takes {needed / 2**20:.0f} MiB "
+            f"to decode; the limit is {MAX_DECODE_BYTES / 2**20:.0f} MiB: send a smaller picture "
+            f"(a digit needs no more than {WORKING_SIDE} px on its long side)"
+        )
+
+
+def _decoding_bytes(image: Image.Image) -> int:
+    """The memory that decoding the picture takes at its peak, worked out from its header (and measured)."""
+    if image.format == "WEBP":  # libwebp's canvas and its previous frame, the frame's bytes, the picture: 4 x RGBA
+        per_pixel = 16
+    elif image.info.get("progressive"):  # a progressive JPEG holds all its coefficients, 2 bytes a sample, full size
+        per_pixel = 2 * len(image.getbands())
+    else:  # Pillow's own layout: 1 byte a pixel for "1", "L" and "P", 2 for 16-bit grey, 4 for the rest (RGB too)
+        per_pixel = 1 if image.mode in ("1", "L", "P") else 2 if image.mode.startswith("I;16") else 4
+    return image.width * image.height * per_pixel
+
+
+def _reduced(image: Image.Image, mode: str) -> Image.Image:
+    """The decoded picture in `mode` ("L" or "LA"), its long side shrunk to at most WORKING_SIDE px.
+
+    It is done a band of rows at a time, so that no full-size copy is ever made: converting a
+    whole 4096x4096 palette picture to "LA" would take 64 MiB (Pillow keeps LA in 4 bytes a
+    pixel), and reducing a whole RGBA one copies it first (alpha premultiplied).
+    """
+    factor = -(-max(image.size) // WORKING_SIDE)  # ceiling division
+    band = factor * REDUCE_BAND_ROWS
+    reduced = Image.new(mode, (-(-image.width // factor), -(-image.height // factor)))
+    for top in range(0, image.height, band):
+        rows = image.crop((0, top, image.width, min(top + band, image.height)))
+        if rows.mode.startswith("I;16"):  # 16-bit grey: 0..65535 read as 0..255, as an 8-bit picture would be
+            rows = rows.point(lambda level: level / 256)
+        reduced.paste(rows.convert(mode).reduce(factor), (0, top // factor))
+    reduced.info = image.info  # the EXIF orientation, for exif_transpose
+    return reduced
 
 
 def _flatten_transparency(image: Image.Image) -> Image.Image:
@@ -142,10 +198,7 @@ def _flatten_transparency(image: Image.Image) -> Image.Image:
 
 
 def _white_ink_on_black(grey: Image.Image) -> Image.Image:
-    """Shrink, make the ink white on exactly-black paper, and crop to the ink; refuse a picture with no digit."""
-    factor = -(-max(grey.size) // WORKING_SIDE)  # ceiling division
-    if factor > 1:
-        grey = grey.reduce(factor)
+    """Make the ink white on exactly-black paper, and crop to the ink; refuse a picture with no digit."""
     histogram = grey.histogram()
     all_dark = _mean_level(histogram, 0, 256) < 128
     split = _otsu_split(histogram)  # the whole picture's two tones: paper and ink

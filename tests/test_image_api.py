@@ -103,7 +103,7 @@ def animated_gif() -> bytes:
         (encode(drawn(5), "JPEG")[:600], 422, "truncated or corrupt"),
         (encode(Image.new("1", (8000, 8000)), "PNG"), 413, "limit"),  # a 4 KB file of 64 million pixels
         (animated_gif(), 422, "animated"),
-        (encode(drawn(5), "TIFF"), 422, "TIFF images are not accepted"),
+        (encode(drawn(5), "TIFF"), 422, "send one of PNG, JPEG, GIF, BMP, WEBP"),
     ],
     ids=["white", "transparent", "pdf", "empty", "truncated-png", "truncated-jpeg", "bomb", "animated", "tiff"],
 )
