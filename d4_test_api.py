@@ -1,34 +1,40 @@
-"""Send one MNIST test digit to the D4 API and print what it answers.
+"""D4 Tiny CNN's client: send one MNIST test digit (or a picture of your own) to the API and print the answer.
 
-python d4_test_api.py                                      # local server, test image 0
-python d4_test_api.py --url https://YOUR-SERVICE.onrender.com --index 42
+    python d4_test_api.py                                     # a local server, test digit 0
+    python d4_test_api.py --url https://YOUR-SERVICE.onrender.com --index 42
+    python d4_test_api.py --image my_digit.png                # a photo or drawing of your own digit
+
+The steps are the course notes' (section 4.3), in their order and under their names; a line
+that does a step differently says which line of the notes it replaces and why.
 """
 
 import argparse
 import json
 import os
 import sys
-from urllib.parse import urlsplit, urlunsplit
+from pathlib import Path
 
 import requests
+from torchvision import transforms
 
-from d4.data import MnistUnavailable, load_mnist
-from d4.model import to_model_input
+from d4.client import as_text, checked, mnist_test_digits, one_line_errors, predict_url, readable, verdict
 
-DEFAULT_URL = "http://127.0.0.1:8000/predict"
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Post an MNIST test digit to the D4 API and print its answer.",
+        description="Post an MNIST test digit (or your own picture) to the D4 API and print its answer.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--url",
         default=os.environ.get("D4_API_URL", DEFAULT_URL),
-        help="the API's /predict URL or its base URL, e.g. localhost:8000 or https://host/prefix (env D4_API_URL)",
+        help="the API's base URL or its /predict URL, e.g. localhost:8000 or https://host/prefix (env D4_API_URL)",
     )
     parser.add_argument("--index", type=int, default=0, help="which of the 10,000 test images to send")
+    parser.add_argument("--image", type=Path, help="send this picture of a digit (PNG, JPEG, ...) instead")
+    parser.add_argument("--json", action="store_true", help="print the API's answer exactly as it came")
     parser.add_argument("--data-dir", default="data", help="MNIST root: MNIST/raw/ is read or downloaded here")
     parser.add_argument(
         "--timeout", type=float, default=90, help="seconds to wait; a sleeping Render instance takes ~1 min to wake"
@@ -36,62 +42,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def predict_url(url: str) -> str:
-    """The /predict URL from what people type: a base URL, one with a path prefix, or a bare host:port.
-
-    localhost:8000 -> http://localhost:8000/predict; https://h/d4/ -> https://h/d4/predict;
-    http://h:8000/?k=1 -> http://h:8000/predict?k=1; a URL already ending in /predict is kept.
-    Raises ValueError for a URL that is not http(s) or has no host.
-    """
-    if "://" not in url:
-        url = f"http://{url}"  # a bare host:port, as uvicorn prints it without the scheme
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(
-            f"--url {url!r} is not an http:// or https:// address with a host, such as http://127.0.0.1:8000"
-        )
-    path = parts.path.rstrip("/")
-    if not path.endswith("/predict"):
-        path += "/predict"
-    return urlunsplit(parts._replace(path=path))
-
-
-def post_digit(url: str, pixels: list[list[float]], timeout: float) -> dict:
-    """POST the pixels; raise RuntimeError with a one-line reason when there is no usable answer."""
+def send_picture(path: Path, url: str, typed: str, timeout: float, raw: bool) -> None:
+    """Not in the notes: POST a picture to /predict/image and print the digit and the 28x28 the model saw."""
     try:
-        response = requests.post(url, json={"pixels": pixels}, timeout=timeout)
-    except requests.exceptions.Timeout:
-        raise RuntimeError(
-            f"no answer from {url} within {timeout:g} s (a sleeping Render instance can take a minute to wake; "
-            "try again or raise --timeout)"
-        ) from None
-    except requests.exceptions.RequestException as error:
-        raise RuntimeError(f"cannot reach {url}: is the server running? ({type(error).__name__})") from None
-    if not response.ok:
-        raise RuntimeError(f"{url} answered HTTP {response.status_code}: {response.text[:300]}")
-    try:
-        return response.json()
-    except ValueError:
-        raise RuntimeError(f"{url} answered something that is not JSON: {response.text[:300]}") from None
+        picture = path.read_bytes()
+    except OSError as error:
+        sys.exit(f"error: cannot read --image {path}: {error.strerror}")
+    with one_line_errors(url, timeout):
+        r = checked(requests.post(url, files={"file": (path.name, picture)}, timeout=timeout), typed)
+    answer = r.json()
+    if raw:
+        print(json.dumps(answer))
+        return
+    print(f"the model saw ({path.name} prepared as MNIST's 28x28):")
+    print(as_text(answer.pop("input")))
+    print(readable(answer))
+    print(f"the model reads {answer['predicted_digit']}, {100 * answer['confidence']:.2f}% sure")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        url = predict_url(args.url)
-        images, labels = load_mnist(args.data_dir, train=False)
-    except (ValueError, MnistUnavailable) as error:
+        url = predict_url(args.url)  # the notes post to a fixed URL; this one is built from --url
+    except ValueError as error:
         sys.exit(f"error: {error}")
-    if not 0 <= args.index < len(labels):
-        sys.exit(f"error: --index must be between 0 and {len(labels) - 1}")
+    if args.image:
+        image_url = predict_url(args.url, "/predict/image") + "?return_input=true"
+        send_picture(args.image, image_url, args.url, args.timeout, args.json)
+        return
 
-    pixels = to_model_input(images[args.index : args.index + 1])[0, 0].tolist()
-    try:
-        answer = post_digit(url, pixels, args.timeout)
-    except RuntimeError as error:
-        sys.exit(f"error: {error}")
-    print(f"actual: {labels[args.index].item()}")
-    print(json.dumps(answer))
+    # The notes' datasets.MNIST(root="data", train=False, download=True, transform=transforms.ToTensor());
+    # without MNIST and without network, the test digits that ship in this repository.
+    test_data = mnist_test_digits(args.data_dir, transform=transforms.ToTensor())
+    if not 0 <= args.index < len(test_data):
+        sys.exit(f"error: --index must be between 0 and {len(test_data) - 1}")
+    X, Y = test_data[args.index]
+    payload = {"pixels": X.squeeze().tolist()}
+    with one_line_errors(url, args.timeout):  # d4/client.py: a server that is down, asleep or not there, in one line
+        r = checked(requests.post(url, json=payload, timeout=args.timeout), args.url)
+    print("actual:", Y)
+    if args.json:
+        print(json.dumps(r.json()))  # the notes' print(r.json()), as JSON
+        return
+    print(readable(r.json()))  # the notes' print(r.json()), with the probabilities rounded for reading
+    print(verdict(r.json(), Y))
 
 
 if __name__ == "__main__":

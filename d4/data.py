@@ -28,17 +28,21 @@ class MnistUnavailable(Exception):
     """MNIST is not in the data folder and could not be downloaded."""
 
 
-def load_mnist(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (images uint8 (N, 28, 28), labels int64 (N,)) of one split, downloading it if needed."""
+def mnist_dataset(root: str | Path, train: bool, transform=None):
+    """torchvision's MNIST split in root/MNIST/raw/, downloaded there first if needed, as the notes load it.
+
+    Raises MnistUnavailable with what to do when it is not there and cannot be downloaded; a failed
+    download leaves no empty folders behind.
+    """
     from torchvision import datasets  # imported here: the API does not need torchvision
 
     raw_folder = Path(root) / "MNIST" / "raw"
     # The outermost of data/, data/MNIST/, data/MNIST/raw/ that this call creates, if any.
     created = next((folder for folder in (Path(root), raw_folder.parent, raw_folder) if not folder.exists()), None)
     try:
-        dataset = datasets.MNIST(root, train=train, download=True)
+        return datasets.MNIST(root, train=train, download=True, transform=transform)
     except Exception as error:  # no network shows up as URLError, OSError or RuntimeError
-        if created is not None:  # a failed download leaves nothing behind: no empty data/MNIST/raw/
+        if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         reason = str(error).strip().splitlines()[-1]  # torchvision's last line holds the cause
         raise MnistUnavailable(
@@ -46,6 +50,11 @@ def load_mnist(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tenso
             f"Put the four files {', '.join(MNIST_FILES)} (uncompressed) in {raw_folder}, "
             "or pass --data-dir with a folder that has them in MNIST/raw/."
         ) from None
+
+
+def load_mnist(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (images uint8 (N, 28, 28), labels int64 (N,)) of one split, downloading it if needed."""
+    dataset = mnist_dataset(root, train)
     return dataset.data, dataset.targets
 
 

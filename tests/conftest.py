@@ -45,7 +45,7 @@ DIGIT_STROKES: dict[int, list[list[tuple[float, float]]]] = {
 
 SYSTEM_CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 NO_CHROMIUM = (
-    "the /draw tests need Chromium and none was found: on Debian/Ubuntu `sudo apt-get install chromium`, "
+    "the /draw and /docs tests need Chromium and none was found: on Debian/Ubuntu `sudo apt-get install chromium`, "
     "elsewhere `python -m playwright install chromium`"
 )
 
@@ -62,10 +62,25 @@ def find_chromium() -> str | None:
     return next(filter(None, map(shutil.which, SYSTEM_CHROMIUMS)), None)
 
 
+BROWSER_TESTS = ("test_draw_page.py", "test_docs_offline.py")
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Stop the run at once, in one line, when browser tests are selected and there is no browser to run them."""
-    if any(item.path.name == "test_draw_page.py" for item in session.items) and find_chromium() is None:
+    if any(item.path.name in BROWSER_TESTS for item in session.items) and find_chromium() is None:
         pytest.exit(NO_CHROMIUM, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium driven by Playwright, for the page tests."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = find_chromium()  # before this fixture's own Playwright starts: one at a time per thread
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--disable-gpu"])
+        yield browser
+        browser.close()
 
 
 def drawn(digit: int, mode: str = "L", paper=255, pen=0) -> Image.Image:

@@ -22,6 +22,17 @@ def test_root_says_what_it_is(client):
     assert body["ui"] == "/draw" and client.get(body["ui"]).headers["content-type"].startswith("text/html")
 
 
+def test_root_gives_a_browser_a_page_with_links_on_and_programs_the_notes_json(client):
+    page = client.get("/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})  # as Chromium asks
+    assert page.headers["content-type"].startswith("text/html")
+    for link in ("/draw", "/docs", "/model"):
+        assert f'href="{link}"' in page.text
+    for accept in ("*/*", "application/json"):  # requests' and the notes' client, curl; a JSON client
+        answer = client.get("/", headers={"Accept": accept})
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.json()["ok"] is True and answer.json()["endpoint"] == "/predict"
+
+
 def test_healthz_answers_once_the_model_is_loaded(client):
     assert client.get("/healthz").json() == {"status": "ok"}
 

@@ -11,9 +11,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
-from conftest import DIGIT_STROKES, find_chromium, uvicorn_server
+from conftest import DIGIT_STROKES, uvicorn_server
 
 PAD_SIZE = 280  # the canvas's own pixels; DIGIT_STROKES are in these
 
@@ -22,15 +22,6 @@ PAD_SIZE = 280  # the canvas's own pixels; DIGIT_STROKES are in these
 def server() -> Iterator[str]:
     with uvicorn_server() as base_url:
         yield base_url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = find_chromium()  # before this fixture's own Playwright starts: one at a time per thread
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=["--disable-gpu"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

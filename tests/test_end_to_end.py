@@ -1,13 +1,24 @@
 """The client script against a real uvicorn server on a loopback port, and against failures."""
 
 import json
+import re
 import socket
 import threading
 
 import pytest
 import requests
+from PIL import Image, ImageOps
 
-from conftest import FIXTURE_MNIST, run_script, script_env, uvicorn_server
+from conftest import FIXTURE_MNIST, drawn, encode, run_script, script_env, uvicorn_server
+from d4.data import load_mnist
+from d4.model import to_model_input
+
+FIXTURE_IMAGES, FIXTURE_LABELS = load_mnist(FIXTURE_MNIST, train=False)
+
+
+def fixture_digit(index: int) -> list[list[float]]:
+    """A shipped test digit as the client sends it: 28 rows of 28 grey levels in 0..1."""
+    return to_model_input(FIXTURE_IMAGES[index : index + 1])[0, 0].tolist()
 
 
 @pytest.fixture(scope="module")
@@ -20,14 +31,40 @@ def run_client(*args: str, **env: str):
     return run_script("d4_test_api.py", "--data-dir", str(FIXTURE_MNIST), *args, env=script_env(**env), timeout=120)
 
 
-def test_client_posts_test_digit_0_and_prints_the_answer(server_url):
+def test_client_posts_test_digit_0_and_prints_the_answer_rounded_and_whether_it_was_right(server_url):
     result = run_client("--url", f"{server_url}/predict")
     assert result.returncode == 0, result.stderr
-    actual_line, json_line = result.stdout.strip().splitlines()
+    actual_line, json_line, verdict = result.stdout.strip().splitlines()
     assert actual_line == "actual: 7"
     answer = json.loads(json_line)
     assert answer["predicted_digit"] == 7
     assert len(answer["probabilities"]) == 10
+    assert all(round(p, 4) == p for p in answer["probabilities"])  # rounded for reading
+    assert sum(answer["probabilities"]) == pytest.approx(1, abs=1e-3)
+    assert re.fullmatch(rf"right: the model reads 7, {100 * answer['confidence']:.2f}% sure", verdict)
+
+
+def test_client_json_prints_the_answer_as_it_came(server_url):
+    result = run_client("--url", server_url, "--json")
+    assert result.returncode == 0, result.stderr
+    actual_line, json_line = result.stdout.strip().splitlines()
+    answer = json.loads(json_line)
+    direct = requests.post(f"{server_url}/predict", json={"pixels": fixture_digit(0)}, timeout=10).json()
+    assert actual_line == "actual: 7" and answer == direct
+
+
+def test_client_says_when_the_model_is_wrong(server_url):
+    # Find a shipped test digit the shipped model gets wrong through the API, then ask the client about it.
+    for index in range(300):
+        answer = requests.post(f"{server_url}/predict", json={"pixels": fixture_digit(index)}, timeout=10).json()
+        if answer["predicted_digit"] != FIXTURE_LABELS[index]:
+            break
+    else:
+        pytest.skip("the shipped model reads all 300 fixture digits right")
+    result = run_client("--url", server_url, "--index", str(index))
+    verdict = result.stdout.strip().splitlines()[-1]
+    assert verdict.startswith(f"wrong: the model reads {answer['predicted_digit']} (")
+    assert verdict.endswith(f"% sure), the digit is {FIXTURE_LABELS[index]}")
 
 
 def test_client_takes_base_url_from_env_and_another_index(server_url):
@@ -37,11 +74,66 @@ def test_client_takes_base_url_from_env_and_another_index(server_url):
     assert json.loads(result.stdout.splitlines()[1])["predicted_digit"] == 2
 
 
-def test_client_reports_an_error_answer_in_one_line(server_url):
-    result = run_client("--url", f"{server_url}/no-such-prefix")  # a prefix this server does not have
+def test_client_without_mnist_or_network_sends_the_shipped_test_digits_and_says_so(server_url, tmp_path):
+    refused = "http://127.0.0.1:9"  # nothing listens on port 9: every download fails at once
+    env = script_env(**{name: refused for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")})
+    env.update(no_proxy="127.0.0.1", NO_PROXY="127.0.0.1")  # the API on loopback is still reached directly
+    data_dir = tmp_path / "data"
+    result = run_script("d4_test_api.py", "--url", server_url, "--data-dir", str(data_dir), "--index", "1",
+                        env=env, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("actual: 2\n")
+    assert result.stdout.strip().splitlines()[-1].startswith("right: the model reads 2")
+    assert "note: MNIST is not in" in result.stderr and "300 MNIST test digits that ship in" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not data_dir.exists()  # the failed download left nothing behind
+
+
+def test_client_sends_a_photo_of_your_own_digit_and_shows_what_the_model_saw(server_url, tmp_path):
+    photo = tmp_path / "my_digit.jpg"
+    paper = Image.new("RGB", (640, 480), (228, 222, 208))  # a phone photo: warm paper, blue ink, off centre
+    paper.paste((40, 40, 90), (300, 150), ImageOps.invert(drawn(4).resize((240, 240))))
+    photo.write_bytes(encode(paper, "JPEG", quality=85))
+    result = run_client("--url", server_url, "--image", str(photo))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "the model saw (my_digit.jpg prepared as MNIST's 28x28):"
+    seen = lines[1:29]
+    assert all(len(row) == 56 for row in seen) and any(row.strip() for row in seen)
+    assert not seen[0].strip() and not seen[-1].strip()  # MNIST's empty margin: the digit is centred
+    answer = json.loads(lines[29])
+    assert answer["predicted_digit"] == 4 and "input" not in answer
+    assert lines[30] == f"the model reads 4, {100 * answer['confidence']:.2f}% sure"
+
+
+def test_client_says_in_one_line_when_the_picture_is_not_a_digit(server_url, tmp_path):
+    blank = tmp_path / "blank.png"
+    blank.write_bytes(encode(Image.new("L", (200, 200), 255), "PNG"))
+    missing = tmp_path / "missing.png"
+    for path, reason in [(blank, "HTTP 422: the image is blank"), (missing, "cannot read --image")]:
+        result = run_client("--url", server_url, "--image", str(path))
+        assert result.returncode == 1
+        assert reason in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_client_reports_an_error_answer_in_one_line_that_says_what_it_added(server_url):
+    for typed in (f"{server_url}/no-such-prefix", f"{server_url}/docs"):  # paths this server has no /predict under
+        result = run_client("--url", typed)
+        assert result.returncode == 1
+        assert result.stderr.strip() == (
+            f"error: {typed}/predict answered HTTP 404 (not found): the client adds /predict to --url {typed!r}, "
+            "and the server has no such path; give the server's base URL, such as http://127.0.0.1:8000"
+        )
+
+
+def test_client_says_when_a_plain_http_server_is_called_with_https(server_url):
+    https = server_url.replace("http://", "https://")
+    result = run_client("--url", https)
     assert result.returncode == 1
-    not_found = '{"message":"Not Found","detail":"Not Found"}'
-    assert result.stderr.strip() == f"error: {server_url}/no-such-prefix/predict answered HTTP 404: {not_found}"
+    assert result.stderr.strip() == (
+        f"error: {https}/predict does not answer HTTPS: a local uvicorn serves plain http, "
+        f"try --url {server_url}/predict"
+    )
 
 
 def test_client_reports_a_server_that_is_down(tmp_path):
@@ -114,7 +206,7 @@ def test_cors_origins_are_configurable():
     ],
 )
 def test_client_builds_the_predict_url_from_what_people_type(typed, posted_to):
-    from d4_test_api import predict_url
+    from d4.client import predict_url
 
     assert predict_url(typed) == posted_to
 
@@ -127,10 +219,17 @@ def test_client_takes_a_bare_host_and_port_and_a_query(server_url):
         assert json.loads(result.stdout.splitlines()[1])["predicted_digit"] == 7
 
 
-def test_client_refuses_a_url_it_cannot_use_in_one_line():
-    result = run_client("--url", "ftp://example.org/")
+@pytest.mark.parametrize(
+    ("typed", "problem"),
+    [
+        ("ftp://example.org/", "'ftp://example.org/' is not an http:// or https:// address with a host"),
+        ("not a url", "'http://not a url' is not a web address: 'not a url' cannot be a host name"),
+        ("localhost:99999", "'http://localhost:99999' has a port that is not a number from 0 to 65535"),
+    ],
+)
+def test_client_refuses_a_url_it_cannot_use_in_one_line(typed, problem):
+    result = run_client("--url", typed)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "error: --url 'ftp://example.org/' is not an http:// or https:// address with a host, "
-        "such as http://127.0.0.1:8000"
+        f"error: --url {problem}; give one such as http://127.0.0.1:8000 or https://YOUR-SERVICE.onrender.com"
     )
