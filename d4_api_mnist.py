@@ -24,6 +24,7 @@ from d4.api_models import EXAMPLE_PIXELS, TOO_LARGE, Explain, Explanation, Pixel
 from d4.body_route import BodyRoute
 from d4.limits import MAX_BODY_BYTES, ExplainTooLarge, allow_origins_from_env
 from d4.model import LABELS, TinyCNN
+from d4.pages import HOME_PAGE, serve_docs_offline, wants_html
 from d4.serving import ServerState, exit_on_bad_weights, serving
 
 DEFAULT_MODEL_PATH = Path(__file__).with_name("d4_cnn.pt")
@@ -55,12 +56,16 @@ app = FastAPI(
     title="D4 Tiny CNN",
     summary="Classify a handwritten digit (MNIST, 28x28 grey levels) with a tiny CNN.",
     lifespan=lifespan,
+    docs_url=None,  # /docs and /redoc are served offline instead (d4/pages.py, wired in below)
+    redoc_url=None,
 )
 app.router.route_class = BodyRoute  # d4/body_route.py: JSON parsed 3x faster, uploads checked to be whole
 
 
-@app.get("/")
-async def root() -> ServiceInfo:
+@app.get("/", responses={200: {"content": {"text/html": {}}, "description": "JSON, or a page for a browser"}})
+async def root(request: Request) -> ServiceInfo:
+    if wants_html(request):  # not in the notes: a browser gets a page with links to /draw, /docs and /model
+        return HOME_PAGE
     return ServiceInfo(
         ok=True,
         demo="D4 Tiny CNN: handwritten digit classifier trained on MNIST",
@@ -95,6 +100,7 @@ app.include_router(image_endpoint.router)  # POST /predict/image: a photo or dra
 app.include_router(batch_endpoint.router)  # POST /predict/batch: up to 256 images in one forward pass
 app.include_router(model_card.router)  # GET /model: the layers, the weights and how they were trained
 app.include_router(pages.router)  # GET /draw: draw a digit and see inside the network
+serve_docs_offline(app)  # /docs and /redoc with their JavaScript and CSS served here, not from a CDN
 app.include_router(health.router)  # GET /healthz: Render's health check, without running the model
 add_error_handlers(app)  # every error as {"message", "detail"}, never echoing the input
 app.add_middleware(ExplainTooLarge)  # a body over its route's limit: 413 naming the limit
