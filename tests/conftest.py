@@ -1,5 +1,6 @@
 """Shared test helpers: the shipped MNIST fixture, running the scripts, a real uvicorn server."""
 
+import atexit
 import functools
 import io
 import math
@@ -8,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +21,34 @@ from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_MNIST = Path(__file__).resolve().parent / "fixtures" / "mnist"  # 200 train + 300 test digits
-SHIPPED_WEIGHTS = REPO / "d4_cnn.pt"
+
+
+def _shipped_weights() -> Path:
+    """The d4_cnn.pt this repository ships (with its d4_cnn.json), even after a training run replaced the working copy.
+
+    A learner's `python d4_tiny_cnn_mnist.py` writes its own d4_cnn.pt here, as the notes' does. The
+    tests of the shipped model's quality then read the committed files from git, in a folder of their own.
+    """
+    working = REPO / "d4_cnn.pt"
+    try:
+        committed = {
+            name: subprocess.run(["git", "show", f"HEAD:{name}"], cwd=REPO, capture_output=True, check=True).stdout
+            for name in ("d4_cnn.pt", "d4_cnn.json")
+        }
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout: the files here are the shipped ones
+        return working
+    if working.is_file() and working.read_bytes() == committed["d4_cnn.pt"]:
+        return working
+    folder = Path(tempfile.mkdtemp(prefix="d4-shipped-weights-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    for name, content in committed.items():
+        (folder / name).write_bytes(content)
+    return folder / "d4_cnn.pt"
+
+
+SHIPPED_WEIGHTS = _shipped_weights()
+# The API in-process (TestClient) serves the shipped weights too; a test that wants others sets D4_MODEL_PATH itself.
+os.environ["D4_MODEL_PATH"] = str(SHIPPED_WEIGHTS)
 
 
 def _ellipse(centre_x: float, centre_y: float, radius_x: float, radius_y: float) -> list[tuple[float, float]]:

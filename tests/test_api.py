@@ -112,6 +112,22 @@ def test_an_unexpected_field_with_a_plain_name_is_named(client):
     assert answer.json()["message"] == "pixel: Extra inputs are not permitted"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"pixels": [[0.0] * 28] * 27 + [[0.0] * 27 + [987654.321]]},  # a number out of range
+        {"pixels": [[0.0] * 28] * 27 + [[0.0] * 27 + ["SECRET-0xC0FFEE"]]},  # a string where a number goes
+        {"pixels": "SECRET-0xC0FFEE"},
+        {"pixels": [[0.0] * 28] * 28, "note": "SECRET-0xC0FFEE"},  # an unexpected field's value
+    ],
+)
+def test_a_422_never_echoes_the_values_sent(client, body):
+    answer = client.post("/predict", json=body)
+    assert answer.status_code == 422
+    assert "SECRET" not in answer.text and "987654" not in answer.text
+    assert all("input" not in problem for problem in answer.json()["detail"])
+
+
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_pixels_get_422(client, value):
     body = json.dumps({"pixels": with_pixel(0.0)}).replace("0.0", value, 1)

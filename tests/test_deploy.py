@@ -95,5 +95,7 @@ def test_the_api_starts_with_only_what_the_deploy_requirements_install(tmp_path)
 
 def test_the_deploy_requirements_stay_lean():
     deploy_packages = {canonicalize_name(requirement.name) for requirement in deploy_requirements()}
-    assert deploy_packages == {"torch", "fastapi", "uvicorn", "h11", "pydantic", "anyio", "python-multipart", "pillow"}
+    assert deploy_packages == {
+        "torch", "fastapi", "uvicorn", "h11", "pydantic", "anyio", "python-multipart", "pillow", "fastapi-offline",
+    }  # fmt: skip
     assert not installed_closure(deploy_requirements()) & {"torchvision", "matplotlib", "requests", "tqdm"}

@@ -72,3 +72,37 @@ def test_without_the_flag_nothing_is_explained_and_the_model_runs_only_on_the_in
     client.post("/predict?explain=true", json={"pixels": [[0.0] * 28] * 28})
     assert len(explained) == before + 1
     assert set(threads) == {"d4-inference"}
+
+
+def test_saliency_is_gradient_times_input_of_the_predicted_digits_score(served, fixture_test_digits):
+    """Check the map against the score itself: nudge a pixel, and the predicted digit's logit moves by gradient x nudge.
+
+    For the most salient pixels, saliency_i / saliency_j must equal |dlogit_i x_i| / |dlogit_j x_j| measured
+    by finite differences on the served weights; |input| alone, or the sum of all ten logits, gives other ratios.
+    """
+    client, _, _ = served
+    model = load_weights(SHIPPED_WEIGHTS)
+    images, _ = fixture_test_digits
+    for image in to_model_input(images[:5].clone()):
+        pixels = image.unsqueeze(0).double()
+        explanation = client.post("/predict?explain=true", json={"pixels": image[0].tolist()}).json()["explanation"]
+        saliency = torch.tensor(explanation["saliency"], dtype=torch.float64)
+        model.double()
+        digit = model(pixels).argmax().item()
+        top, measured = [], []
+        for index in saliency.flatten().topk(10).indices.tolist():
+            row, col = divmod(index, 28)
+            slopes = []
+            for step in (1e-6, -1e-6):  # a one-sided slope each way: they differ only at a ReLU or max-pool kink
+                nudged = pixels.clone()
+                nudged[0, 0, row, col] += step
+                slopes.append((model(nudged)[0, digit] - model(pixels)[0, digit]).item() / step)
+            if slopes[0] == pytest.approx(slopes[1], rel=1e-3):
+                top.append(index)
+                measured.append(abs(slopes[0] * pixels[0, 0, row, col].item()))
+        top = torch.tensor(top)
+        assert len(top) >= 5
+        model.float()
+        measured = torch.tensor(measured, dtype=torch.float64)
+        torch.testing.assert_close(saliency.flatten()[top] / saliency.flatten()[top[0]], measured / measured[0],
+                                   atol=0.02, rtol=0.02)  # fmt: skip

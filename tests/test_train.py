@@ -3,6 +3,7 @@
 import hashlib
 import json
 import re
+import shlex
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ import d4_tiny_cnn_mnist as trainer
 from conftest import FIXTURE_MNIST, run_script, script_env
 from d4.data import MNIST_FILES, batches, mnist_tensors
 from d4.model import TinyCNN, load_weights
+from d4.report import confusion_matrix
 
 CPU = torch.device("cpu")
 
@@ -145,6 +147,11 @@ def test_script_prints_progress_saves_weights_and_saves_the_plot_without_display
     assert f"test accuracy={record['test_accuracy']:.4f}" in lines
     assert record["epochs"][-1]["test_accuracy"] == record["test_accuracy"]
     assert sum(map(sum, record["confusion_matrix"])) == 300  # every fixture test digit, once
+    labels = mnist_tensors(str(FIXTURE_MNIST), train=False, device=CPU).tensors[1]
+    assert [sum(row) for row in record["confusion_matrix"]] == torch.bincount(labels, minlength=10).tolist()
+    right = record["test_accuracy"] * 300  # a count over 300 fixture digits, without float32 noise
+    assert right == pytest.approx(round(right), abs=1e-9)
+    assert shlex.split(record["command"])[:2] == ["python", "d4_tiny_cnn_mnist.py"]
     assert record["flags"]["epochs"] == 2 and record["device"] == "cpu" and record["torch"] == torch.__version__
     assert record["command"].startswith("python d4_tiny_cnn_mnist.py --data-dir")
 
@@ -178,3 +185,47 @@ def test_missing_mnist_without_network_exits_1_naming_files_and_folder_and_leave
     for name in MNIST_FILES:
         assert name in message
     assert not data_dir.exists()  # no empty data/MNIST/raw/ to confuse the next try
+
+
+def record_training_batches(monkeypatch, tmp_path, *flags: str) -> list[torch.Tensor]:
+    """Run main() on the fixture as a user would; return every batch of images the model trained on."""
+    seen = []
+
+    class RecordingTinyCNN(TinyCNN):
+        def forward(self, pixels):
+            if self.training:
+                seen.append(pixels.detach().clone())
+            return super().forward(pixels)
+
+    monkeypatch.setattr(trainer, "TinyCNN", RecordingTinyCNN)
+    train_on_fixture(tmp_path, "--epochs", "1", "--batch-size", "50", *flags)
+    return seen
+
+
+def test_seed_decides_the_order_of_the_training_batches(tmp_path, monkeypatch):
+    first = record_training_batches(monkeypatch, tmp_path / "a", "--seed", "3")
+    again = record_training_batches(monkeypatch, tmp_path / "b", "--seed", "3")
+    other = record_training_batches(monkeypatch, tmp_path / "c", "--seed", "4")
+    assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
+    assert not torch.equal(first[0], other[0])
+
+
+def test_augment_trains_on_distorted_digits_and_without_it_on_the_digits_themselves(tmp_path, monkeypatch):
+    images = mnist_tensors(str(FIXTURE_MNIST), train=True, device=CPU).tensors[0].flatten(1)
+    for flags, distorted in [((), False), (("--augment",), True)]:
+        seen = torch.cat(record_training_batches(monkeypatch, tmp_path / str(distorted), *flags)).flatten(1)
+        # An image is one of the dataset's if some dataset image equals it pixel for pixel.
+        from_dataset = (
+            (torch.cdist(seen, images, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values < 1e-4)
+            .float()
+            .mean()
+            .item()
+        )
+        assert from_dataset == (0.0 if distorted else 1.0)
+
+
+def test_confusion_matrix_counts_actual_digits_by_row_and_predictions_by_column():
+    counts = confusion_matrix(torch.tensor([1, 1, 3, 3]), torch.tensor([2, 2, 3, 8]))
+    assert counts[1][2] == 2 and counts[2][1] == 0
+    assert counts[3][3] == 1 and counts[3][8] == 1 and counts[8][3] == 0
+    assert sum(map(sum, counts)) == 4
