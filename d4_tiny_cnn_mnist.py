@@ -20,7 +20,7 @@ from tqdm import tqdm
 from d4.augment import distort
 from d4.data import MnistUnavailable, batches, mnist_tensors
 from d4.model import TinyCNN
-from d4.report import REPORT_NAME, confusion_matrix, draw_report, write_record
+from d4.report import REPORT_NAME, confusion_matrix, draw_report, filters_firing, write_record
 from d4.training import make_scheduler, pick_device, run_record, save_weights
 
 
@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     test_labels = test_data.tensors[1]
     confusion = confusion_matrix(test_labels, test_probabilities.argmax(dim=1))
     record = run_record(args, sys.argv[1:] if argv is None else argv, device, epochs, confusion)
+    record["filters_firing"] = filters_firing(model, test_data)  # how many test digits light each filter
     print(f"saved the training record to {write_record(args.out, record)}")
 
     # Show one prediction

@@ -38,6 +38,22 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> list[li
     return counts.view(classes, classes).tolist()
 
 
+@torch.no_grad()
+def filters_firing(model: torch.nn.Module, test_data: TensorDataset, batch_size: int = 1000) -> dict[str, list[int]]:
+    """For each conv filter, on how many test digits it fires: its map, after ReLU and pooling, is above 0 somewhere.
+
+    A filter that fires on none is dead: its ReLU is zero whatever the digit, so it passes nothing on
+    (the /draw page marks such filters from this record).
+    """
+    model.eval()
+    counts = None
+    for start in range(0, len(test_data), batch_size):
+        maps = model.feature_maps(test_data.tensors[0][start : start + batch_size])
+        fired = [(block.flatten(2) > 0).any(dim=2).sum(dim=0) for block in maps]  # per filter, over the batch
+        counts = fired if counts is None else [total + more for total, more in zip(counts, fired, strict=True)]
+    return {"conv1": counts[0].tolist(), "conv2": counts[1].tolist(), "of": len(test_data)}
+
+
 def write_record(weights: Path, record: dict[str, Any]) -> Path:
     """Save the record beside the weights, with the weights' sha256 so a reader can tell they belong together."""
     path = record_path(weights)
