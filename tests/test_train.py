@@ -151,7 +151,7 @@ def test_script_prints_progress_saves_weights_and_saves_the_plot_without_display
     assert [sum(row) for row in record["confusion_matrix"]] == torch.bincount(labels, minlength=10).tolist()
     maps = load_weights(out).feature_maps(mnist_tensors(str(FIXTURE_MNIST), train=False, device=CPU).tensors[0])
     conv1, conv2 = ((block.flatten(2) > 0).any(dim=2).sum(dim=0).tolist() for block in maps)
-    assert record["filters_firing"] == {"conv1": conv1, "conv2": conv2, "of": 300}  # per filter, the test digits that light it
+    assert record["filters_firing"] == {"conv1": conv1, "conv2": conv2, "of": 300}  # test digits lighting each filter
     right = record["test_accuracy"] * 300  # a count over 300 fixture digits, without float32 noise
     assert right == pytest.approx(round(right), abs=1e-9)
     assert shlex.split(record["command"])[:2] == ["python", "d4_tiny_cnn_mnist.py"]
