@@ -2,8 +2,9 @@
 
     uvicorn d4_api_mnist:app        # then open http://127.0.0.1:8000/draw, or /docs to try each endpoint
 
-The first part is the course notes' API (section 4.2), in their order and under their names;
-a line that does a step differently says which line of the notes it replaces and why. The
+The first part is the course notes' API (section 4.2), in their order and under their names
+(`app` comes after the `lifespan` that loads the model, which it needs); a line that does a
+step differently says which line of the notes it replaces and why. The
 second part wires in what goes beyond the notes, one line each, from modules under d4/.
 The weights come from D4_MODEL_PATH (default: d4_cnn.pt beside this file).
 """
