@@ -1,9 +1,15 @@
-"""A picture's memory is bounded: decoding stays within its budget, and what it frees goes back to the system.
+"""A picture's memory is bounded: decoding stays within its budget, uploads waiting for the decoder
+hold no memory and their queue is bounded, and what decoding frees goes back to the system.
 
 Peaks are measured in a fresh Python process per picture (its high-water mark of resident memory,
 before and after the picture is prepared), so that nothing else the test process does counts.
+The queue is tested on a real server whose decoder a test can hold (tests/held_decoder_app.py).
 """
 
+import random
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -11,7 +17,8 @@ import requests
 from PIL import Image
 from test_deploy import web_service
 
-from conftest import drawn, encode, run_script, uvicorn_process
+from conftest import REPO, drawn, encode, run_script, uvicorn_process
+from d4.image_endpoint import MAX_WAITING_PICTURES
 from d4.preprocess import MAX_DECODE_BYTES
 
 MiB = 2**20
@@ -114,3 +121,61 @@ def test_the_deploy_gives_back_what_decoding_a_large_picture_took():
         grown = resident_mib(server.pid) - before
     # Each decode touches 64 MiB or more; glibc's default thresholds kept ~60 MiB of it resident.
     assert grown < 32, f"{grown:.0f} MiB still resident"
+
+
+@pytest.fixture(scope="module")
+def held_server() -> Iterator[tuple[str, int]]:
+    """A real uvicorn serving our API plus routes to hold its picture decoder: its URL and its pid."""
+    with uvicorn_process(app="held_decoder_app:app", app_dir=REPO / "tests") as (url, process):
+        yield url, process.pid
+
+
+def post_picture(url: str, data: bytes, timeout: float = 60) -> requests.Response:
+    return requests.post(f"{url}/predict/image", files={"file": ("seven.jpg", data)}, timeout=timeout)
+
+
+def queue_behind_held_decoder(url: str, pool: ThreadPoolExecutor, uploads: list[bytes]) -> list:
+    """Hold the decoder and send the uploads; return their futures once all of them wait for it."""
+    requests.post(f"{url}/test/decoder/hold", timeout=10).raise_for_status()
+    queued = [pool.submit(post_picture, url, data) for data in uploads]
+    for _ in range(600):
+        if requests.get(f"{url}/test/decoder/waiting", timeout=10).json() == len(uploads):
+            return queued
+        threading.Event().wait(0.05)
+    raise AssertionError("the uploads never all waited for the decoder")
+
+
+def release_decoder(url: str) -> None:
+    requests.post(f"{url}/test/decoder/release", timeout=10).raise_for_status()
+
+
+def test_a_full_queue_for_the_decoder_gets_503_with_retry_after(held_server):
+    url, _ = held_server
+    seven = encode(drawn(7), "PNG")
+    with ThreadPoolExecutor(MAX_WAITING_PICTURES) as pool:
+        try:
+            queued = queue_behind_held_decoder(url, pool, [seven] * MAX_WAITING_PICTURES)
+            refused = post_picture(url, seven, timeout=10)  # at once, not after the queue
+        finally:
+            release_decoder(url)
+        answers = [future.result() for future in queued]
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+    assert refused.json()["message"] == "8 pictures are already waiting to be decoded; try again in a few seconds"
+    assert [answer.json()["predicted_digit"] for answer in answers] == [7] * MAX_WAITING_PICTURES
+    assert post_picture(url, seven).status_code == 200
+
+
+def test_uploads_waiting_for_the_decoder_hold_no_memory(held_server):
+    url, pid = held_server
+    photo = encode(drawn(7, "RGB").resize((2000, 2000)), "JPEG")
+    near_the_limit = photo + random.Random(0).randbytes(4_900_000 - len(photo))  # decoders stop at the JPEG's end
+    with ThreadPoolExecutor(MAX_WAITING_PICTURES) as pool:
+        before = resident_mib(pid)
+        try:
+            queued = queue_behind_held_decoder(url, pool, [near_the_limit] * MAX_WAITING_PICTURES)
+            waiting = resident_mib(pid) - before
+        finally:
+            release_decoder(url)
+        assert all(future.result().status_code == 200 for future in queued)
+    # Read before its turn, each body would hold 4.7 MiB: 37 MiB for the 8.
+    assert waiting < 12, f"{waiting:.0f} MiB more while 8 uploads wait"
