@@ -10,7 +10,7 @@ from PIL import Image, ImageOps
 from conftest import DIGIT_STROKES, drawn, encode
 from d4.limits import MAX_BATCH_IMAGES, MAX_UPLOAD_BYTES
 from d4.model import to_model_input
-from d4.preprocess import MAX_IMAGE_PIXELS, ImageTooLarge, image_to_pixels
+from d4.preprocess import ACCEPTED_FORMATS, MAX_IMAGE_PIXELS, ImageRejected, ImageTooLarge, image_to_pixels
 
 
 def as_a_user_sends_it(digit: torch.Tensor, rng: random.Random) -> Image.Image:
@@ -53,6 +53,7 @@ def test_digits_drawn_as_thick_strokes_are_recognised(client, digit):
         ("RGBA", (0, 0, 0, 0), (0, 0, 0, 255)),  # black strokes on a transparent canvas
         ("RGBA", (0, 0, 0, 0), (255, 255, 255, 255)),  # white strokes on a transparent canvas
         ("LA", (255, 0), (0, 255)),
+        ("I;16", 60000, 5000),  # 16-bit grey: its levels are 256 times an 8-bit picture's
     ],
 )
 def test_polarity_colour_and_transparency_give_the_same_input(mode, paper, pen):
@@ -112,6 +113,22 @@ def test_pictures_that_cannot_be_read_get_a_4xx_that_says_why(client, data, stat
     assert answer.status_code == status
     assert words in answer.json()["message"]
     assert upload(client, encode(drawn(1), "PNG")).json()["predicted_digit"] == 1  # still serving
+
+
+@pytest.mark.parametrize("image_format", ["TIFF", "ICO"])
+def test_only_the_accepted_formats_parsers_read_an_upload(monkeypatch, image_format):
+    Image.init()  # every format Pillow knows, registered
+    parsed_by = []
+
+    def parser(name, factory):
+        return lambda *args: parsed_by.append(name) or factory(*args)
+
+    for name, (factory, accept) in list(Image.OPEN.items()):
+        if name not in ACCEPTED_FORMATS:
+            monkeypatch.setitem(Image.OPEN, name, (parser(name, factory), accept))
+    with pytest.raises(ImageRejected, match="send one of PNG, JPEG, GIF, BMP, WEBP"):
+        image_to_pixels(encode(drawn(5), image_format))
+    assert parsed_by == []
 
 
 def test_the_pixel_limit_is_checked_before_decoding():
