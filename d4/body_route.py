@@ -9,7 +9,8 @@ parser's reason and position.
 
 A multipart upload cut short (a dropped connection, a client bug) parses without error but
 without its file part, which would read as "file: Field required". Its stream is checked to
-end with the closing boundary, so it gets a 400 that says the upload is incomplete.
+hold the closing boundary, so it gets a 400 that says the upload is incomplete. Text may follow
+that boundary (an epilogue, RFC 2046): the parser ignores it, and so does the check.
 
 Endpoints keep their declarative body parameters; only how the body is read changes
 (FastAPI's "custom Request and APIRoute class" pattern).
@@ -39,11 +40,13 @@ class BodyRequest(Request):
     async def stream(self) -> AsyncGenerator[bytes, None]:
         content_type, options = parse_options_header(self.headers.get("content-type", ""))
         closing = b"--" + options.get(b"boundary", b"") + b"--"
-        tail = b""
+        closed, tail = False, b""
         async for chunk in super().stream():
-            tail = (tail + chunk)[-(len(closing) + 4) :]  # enough to hold the closing boundary and CRLFs
+            recent = tail + chunk  # the closing boundary may straddle two chunks
+            closed = closed or closing in recent
+            tail = recent[-len(closing) :]
             yield chunk
-        if content_type == b"multipart/form-data" and b"boundary" in options and not tail.rstrip().endswith(closing):
+        if content_type == b"multipart/form-data" and b"boundary" in options and not closed:
             raise HTTPException(400, "the multipart upload is incomplete: it ends before its closing boundary")
 
 

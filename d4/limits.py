@@ -2,9 +2,9 @@
 
 Each POST route has its own body limit: a bigger body gets 413 before it is read, so a client
 cannot make the server hold a huge request in memory. FastAPI enforces `max_body_size` while
-the body streams in, and Starlette then answers with a plain-text "Content Too Large";
-`ExplainTooLarge` replaces that text with the API's error shape and names the limit, so a client
-learns what to change. Browser pages from other origins may call the API only when
+the body streams in, and answers "Content Too Large" (plain text, or JSON when a chunked body
+passes the limit); `ExplainTooLarge` answers in the API's error shape instead and names the
+limit, so a client learns what to change. Browser pages from other origins may call the API only when
 D4_CORS_ORIGINS lists them (`allow_origins_from_env`).
 """
 
@@ -13,6 +13,7 @@ import os
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.datastructures import Headers
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,6 +31,14 @@ def allow_origins_from_env(app: FastAPI) -> None:
 
 
 class ExplainTooLarge:
+    """A 413 for a body over its route's limit, in the API's error shape and naming the limit.
+
+    Starlette answers a body declared too large with plain text, and FastAPI one that passes the
+    limit while it streams in (chunked, with no declared size) with {"message": "Content Too
+    Large"}: neither says the limit. Any 413 for a body over the limit is replaced; the 413s that
+    endpoints raise themselves (a picture with too many pixels) pass through.
+    """
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -37,21 +46,35 @@ class ExplainTooLarge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared = _declared_size(scope)
+        received = 0
         replaced = False
+
+        async def receive_counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            return message
 
         async def send_explained(message: Message) -> None:
             nonlocal replaced
             if message["type"] == "http.response.start" and message["status"] == 413:
-                headers = dict(message.get("headers", []))
-                if headers.get(b"content-type", b"").startswith(b"text/plain"):  # Starlette's, not ours
+                limit = scope.get(MAX_BODY_SIZE_SCOPE_KEY)
+                if limit is not None and max(declared, received) > limit:
                     replaced = True
-                    await _send_problem(send, scope[MAX_BODY_SIZE_SCOPE_KEY], scope["path"])
+                    await _send_problem(send, limit, scope["path"])
                     return
-            if replaced:  # drop Starlette's plain-text body
+            if replaced:  # drop the body of the 413 replaced
                 return
             await send(message)
 
-        await self.app(scope, receive, send_explained)
+        await self.app(scope, receive_counted, send_explained)
+
+
+def _declared_size(scope: Scope) -> int:
+    """The body's size from its Content-Length; 0 when it declares none (chunked) or not a number."""
+    declared = Headers(scope=scope).get("content-length", "")
+    return int(declared) if declared.isdigit() else 0
 
 
 async def _send_problem(send: Send, limit: int, path: str) -> None:
