@@ -4,9 +4,10 @@ MNIST's digits were made this way (LeCun et al.): each scanned digit was cropped
 scaled with anti-aliasing so that it fits a 20x20 box keeping its aspect ratio, and put in a
 28x28 image so that its centre of mass sits at the centre, white ink on black. A photo or a
 canvas drawing only looks like MNIST to the model after the same steps, so the API runs
-every uploaded image through `image_to_views` below: decode (upright, as the camera meant
-it), tell ink from paper, refuse what holds no digit, crop, thicken a fine pen's strokes to
-MNIST's pen, scale and centre; then add 4 nearby views whose answers the API averages.
+every uploaded image through `image_to_views` below: decode (within a memory budget, upright
+as the camera meant it, shrunk to what a digit needs), tell ink from paper, refuse what holds
+no digit, crop, thicken a fine pen's strokes to MNIST's pen, scale and centre; then add 4
+nearby views whose answers the API averages.
 Only Pillow is used: it is fast, it refuses broken files, and it keeps the API's deploy small.
 """
 
@@ -26,9 +27,10 @@ SEND_ONE_OF = ", ".join(ACCEPTED_FORMATS)
 MAX_IMAGE_PIXELS = 4096 * 4096
 WORKING_SIDE = 1024  # larger images are shrunk first: cropping and centring need no more detail
 REDUCE_BAND_ROWS = 64  # rows of the shrunk picture made at a time: 4 MiB of a 4096x4096 RGBA one
-# Decoding one picture may take this much memory at its peak, with one picture decoded at a time:
-# the server's ~165 MB, this, and the uploads waiting (d4/image_endpoint.py) stay well inside a
-# 512 MB instance. Within the pixel limit, only a WebP over 8.4 million pixels needs more.
+# Decoding one picture may take this much memory at its peak; one is decoded at a time. Measured
+# at the pixel limit: 81 MB for an RGBA PNG, 98 MB for a progressive JPEG, 31 MB for a palette
+# GIF; a WebP needs more past 8.4 million pixels. With the server itself and the uploads waiting
+# (d4/image_endpoint.py), a 512 MB instance peaked at 265 MB (benchmarks/bench_pictures.py).
 MAX_DECODE_BYTES = 128 * 2**20
 # Below this share of the ink's contrast a pixel counts as paper: JPEG noise, shadows, dust.
 NOISE_LEVEL = 0.2
