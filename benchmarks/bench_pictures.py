@@ -18,6 +18,7 @@ import asyncio
 import datetime
 import http.client
 import io
+import math
 import os
 import platform
 import random
@@ -128,10 +129,8 @@ def run_phase(args: argparse.Namespace, work: list[tuple[str, bytes]], concurren
     env = {**os.environ, **deploy_env()}
     with tempfile.TemporaryFile("w+") as log:
         health_url = f"http://127.0.0.1:{args.port}/healthz"
-        with running_server(command, health_url, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT) as (
-            server,
-            _,
-        ):
+        output = {"stdout": log, "stderr": subprocess.STDOUT}  # the wrapper's report is read from the log
+        with running_server(command, health_url, cwd=REPO, env=env, **output) as (server, _):
             pid = serving_pid(server)
             rss_at_start = resident_mb(pid)
             watch = HealthWatch(args.port)
@@ -142,6 +141,8 @@ def run_phase(args: argparse.Namespace, work: list[tuple[str, bytes]], concurren
                 load = None
             watch.stop()
             rss_after = resident_mb(pid)
+            if math.isnan(rss_after):  # killed: let render-free report it before running_server stops the wrapper
+                server.wait(timeout=30)
         log.seek(0)
         text = log.read()
     peak = re.search(r"render-free: peak memory (\d+) MB, OOM kills (\S+)", text)  # printed by the wrapper at its end
