@@ -30,6 +30,16 @@ class Explanation(BaseModel):
         description="what each conv block made of the image, after pooling and ReLU: "
         "conv1 is 8 maps of 14x14, conv2 is 16 maps of 7x7 (each map is one learned filter's response)"
     )
+    fc1: list[float] = Field(
+        min_length=64,
+        max_length=64,
+        description="fc1's 64 outputs, after ReLU: conv2's 16x7x7 = 784 values flattened, then Linear 784->64",
+    )
+    logits: list[float] = Field(
+        min_length=len(LABELS),
+        max_length=len(LABELS),
+        description="fc2's 10 digit logits (64->10), before softmax; softmax of these is this image's probabilities",
+    )
     saliency: list[list[float]] = Field(
         description="28x28 in 0..1: how much each input pixel moved the predicted digit's score "
         "(|gradient x input|, scaled to its largest value); bright where the strokes decided the answer"

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from d4.model import IMAGE_SIZE, saliency
+from d4.model import IMAGE_SIZE, explain_image
 
 PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
 
@@ -86,7 +86,7 @@ class BatchingPredictor:
         return await self._ask(pixels, explain=False)
 
     async def explanation(self, pixels: array) -> dict:
-        """For one image: its feature maps after each conv block, and its saliency (see d4.model.saliency)."""
+        """For one image: its values after each layer, and its saliency (see d4.model.explain_image)."""
         return await self._ask(pixels, explain=True)
 
     async def _ask(self, pixels: array, explain: bool):
@@ -115,8 +115,13 @@ class BatchingPredictor:
     def _explain(self, pixels: array) -> dict:
         with self._working():
             image = torch.frombuffer(pixels, dtype=torch.float32).view(1, 1, IMAGE_SIZE, IMAGE_SIZE)
-            block1, block2, importance = saliency(self.model, image)
-        return {"feature_maps": {"conv1": block1.tolist(), "conv2": block2.tolist()}, "saliency": importance.tolist()}
+            explained = explain_image(self.model, image)
+        return {
+            "feature_maps": {"conv1": explained.conv1.tolist(), "conv2": explained.conv2.tolist()},
+            "fc1": explained.fc1.tolist(),
+            "logits": explained.logits.tolist(),
+            "saliency": explained.saliency.tolist(),
+        }
 
     def _serve_batches(self) -> None:
         try:

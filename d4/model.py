@@ -13,6 +13,7 @@ other way round.
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -79,8 +80,18 @@ def architecture(model: TinyCNN) -> list[dict]:
     return layers
 
 
-def saliency(model: TinyCNN, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For one image (1, 1, 28, 28): its two blocks' feature maps, and how much each pixel moved the predicted digit.
+class Explained(NamedTuple):
+    """What one image becomes on its way through TinyCNN, and which of its pixels decided the answer."""
+
+    conv1: torch.Tensor  # (8, 14, 14): the first block's feature maps, after pooling and ReLU
+    conv2: torch.Tensor  # (16, 7, 7): the second block's, whose 784 values flattened are fc1's input
+    fc1: torch.Tensor  # (64,): fc1's outputs, after ReLU
+    logits: torch.Tensor  # (10,): fc2's outputs, one per digit, before softmax
+    saliency: torch.Tensor  # (28, 28) in 0..1: how much each pixel moved the predicted digit's logit
+
+
+def explain_image(model: TinyCNN, pixels: torch.Tensor) -> Explained:
+    """For one image (1, 1, 28, 28): every step's values on the way to its logits, and its saliency.
 
     The saliency is |gradient x input| of the predicted digit's logit, scaled so its largest value
     is 1: a pixel counts when the score is sensitive to it and it holds ink, so the map lights up
@@ -89,10 +100,18 @@ def saliency(model: TinyCNN, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.
     image = pixels.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         block1, block2 = model.feature_maps(image)
-        logits = model.classify(block2)
+        # classify's three steps one at a time, to keep fc1's 64 values (tests check the logits are forward's)
+        hidden = F.relu(model.fc1(block2.flatten(1)))
+        logits = model.fc2(hidden)
         (gradient,) = torch.autograd.grad(logits[0, logits[0].argmax()], image)
     importance = (gradient * image).abs()[0, 0].detach()
-    return block1[0].detach(), block2[0].detach(), importance / importance.max().clamp_min(1e-12)
+    return Explained(
+        conv1=block1[0].detach(),
+        conv2=block2[0].detach(),
+        fc1=hidden[0].detach(),
+        logits=logits[0].detach(),
+        saliency=importance / importance.max().clamp_min(1e-12),
+    )
 
 
 def to_model_input(images: torch.Tensor) -> torch.Tensor:

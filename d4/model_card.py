@@ -2,13 +2,15 @@
 
 The layers come from TinyCNN itself (d4.model.architecture), in the notes' order with their
 output shapes and parameter counts; the training record (d4_cnn.json, written by the trainer)
-is shown only when its sha256 says it describes these very weights.
+is shown only when its sha256 says it describes these very weights. Each conv layer's learned
+kernels and biases are given too, so that a page (GET /draw) can redo a feature map's arithmetic.
 """
 
 from pathlib import Path
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
+from torch import nn
 
 from d4.model import TinyCNN, architecture
 from d4.report import read_record, record_path, sha256
@@ -29,16 +31,33 @@ class WeightsFile(BaseModel):
     sha256: str
 
 
+class FiltersFiring(BaseModel):
+    conv1: list[int] = Field(description="per conv1 filter: on how many test digits its map is above 0 somewhere")
+    conv2: list[int] = Field(description="the same per conv2 filter; 0 means dead: ReLU zeroes it for every digit")
+    of: int = Field(description="test digits counted")
+
+
 class TrainingRecord(BaseModel):
     test_accuracy: float = Field(description="on the 10,000 MNIST test images")
     command: str = Field(description="the training run that made these weights")
     epochs: int
     date: str
+    filters_firing: FiltersFiring | None = Field(
+        default=None, description="how often each conv filter fires on the test set; null in older records"
+    )
+
+
+class ConvFilters(BaseModel):
+    weights: list[list[list[list[float]]]] = Field(
+        description="[out][in][3][3]: each learned filter's 3x3 kernel for each input channel"
+    )
+    biases: list[float] = Field(description="[out]: each filter's bias, added to its sum of products")
 
 
 class ModelCard(BaseModel):
     layers: list[Layer] = Field(description="TinyCNN in the notes' order, from one 28x28 image to 10 logits")
     parameters: int
+    filters: dict[str, ConvFilters] = Field(description="conv1's and conv2's learned kernels and biases, as served")
     weights: WeightsFile = Field(description="the weights being served")
     training: TrainingRecord | None = Field(description="from the record the trainer wrote beside the weights")
     training_source: str = Field(description="where `training` comes from, or why it is unknown")
@@ -60,13 +79,19 @@ def describe(model: TinyCNN, weights: Path) -> ModelCard:
     else:
         training = TrainingRecord(
             test_accuracy=record["test_accuracy"], command=record["command"], epochs=len(record["epochs"]),
-            date=record["date"],
+            date=record["date"], filters_firing=record.get("filters_firing"),
         )  # fmt: skip
         source = f"{record_path(weights).name}, written by the trainer with these weights (same sha256)"
     return ModelCard(
         layers=layers,
         parameters=sum(layer.parameters for layer in layers),
+        filters={name: filters_of(conv) for name, conv in (("conv1", model.conv1), ("conv2", model.conv2))},
         weights=WeightsFile(file=weights.name, bytes=weights.stat().st_size, sha256=digest),
         training=training,
         training_source=source,
     )
+
+
+def filters_of(conv: nn.Conv2d) -> ConvFilters:
+    """A conv layer's kernels and biases as plain numbers (float32 values, exactly)."""
+    return ConvFilters(weights=conv.weight.tolist(), biases=conv.bias.tolist())

@@ -106,3 +106,21 @@ def test_saliency_is_gradient_times_input_of_the_predicted_digits_score(served, 
         measured = torch.tensor(measured, dtype=torch.float64)
         torch.testing.assert_close(saliency.flatten()[top] / saliency.flatten()[top[0]], measured / measured[0],
                                    atol=0.02, rtol=0.02)  # fmt: skip
+
+
+def test_explain_returns_fc1_and_the_logits_whose_softmax_is_the_answer(served, fixture_test_digits):
+    """The notes' last steps: 784 flattened -> fc1's 64 (after ReLU) -> fc2's 10 logits -> softmax -> probabilities."""
+    client, _, _ = served
+    model = load_weights(SHIPPED_WEIGHTS)
+    images, _ = fixture_test_digits
+    for pixels in to_model_input(images[:5]):
+        answer = client.post("/predict?explain=true", json={"pixels": pixels[0].tolist()}).json()
+        explanation = answer["explanation"]
+        fc1, logits = torch.tensor(explanation["fc1"]), torch.tensor(explanation["logits"])
+        flattened = torch.tensor(explanation["feature_maps"]["conv2"]).flatten()  # [784], the notes' reshape
+        torch.testing.assert_close(fc1, torch.relu(model.fc1(flattened)).detach(), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(logits, model.fc2(fc1).detach(), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(logits, model(pixels.unsqueeze(0))[0].detach(), atol=1e-4, rtol=1e-4)
+        assert fc1.shape == (64,) and fc1.min() >= 0  # after ReLU
+        torch.testing.assert_close(logits.softmax(0), torch.tensor(answer["probabilities"]), atol=1e-5, rtol=1e-4)
+        assert logits.argmax().item() == answer["predicted_digit"]

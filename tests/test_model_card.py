@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from conftest import SHIPPED_WEIGHTS
@@ -48,3 +49,24 @@ def test_without_a_record_of_these_weights_the_training_is_unknown(tmp_path, mon
     card = card_for(weights, monkeypatch)
     assert card["training"] is None and card["training_source"].startswith("unknown")
     assert card["weights"]["file"] == "mine.pt" and card["parameters"] == 52_138
+
+
+def test_the_card_gives_each_conv_filters_kernels_and_biases_as_served(monkeypatch):
+    card = card_for(SHIPPED_WEIGHTS, monkeypatch)
+    weights = torch.load(SHIPPED_WEIGHTS, weights_only=True)
+    for layer, shape in (("conv1", (8, 1, 3, 3)), ("conv2", (16, 8, 3, 3))):
+        kernels, biases = (torch.tensor(card["filters"][layer][key]) for key in ("weights", "biases"))
+        assert tuple(kernels.shape) == shape and tuple(biases.shape) == shape[:1]
+        assert torch.equal(kernels, weights[f"{layer}.weight"]) and torch.equal(biases, weights[f"{layer}.bias"])
+
+
+@pytest.mark.parametrize("counts", [{"conv1": [300] * 8, "conv2": [300] * 14 + [0, 0], "of": 300}, None])
+def test_the_records_filter_counts_are_shown_and_their_absence_is_null(tmp_path, monkeypatch, counts):
+    weights = tmp_path / "d4_cnn.pt"
+    shutil.copy(SHIPPED_WEIGHTS, weights)
+    record = json.loads(SHIPPED_WEIGHTS.with_suffix(".json").read_text())  # of the same weights: same sha256
+    record.pop("filters_firing", None)  # as a record written before the trainer counted them
+    if counts is not None:
+        record["filters_firing"] = counts
+    weights.with_suffix(".json").write_text(json.dumps(record))
+    assert card_for(weights, monkeypatch)["training"]["filters_firing"] == counts
