@@ -255,6 +255,8 @@ def test_a_conv1_tile_opens_with_its_kernel_and_each_tapped_cells_arithmetic_equ
         for row, col in cells_to_check(feature_map):
             assert tap_cell(device, row, col, side) == pytest.approx(feature_map[row][col], abs=1e-4)
             assert "the same, to 0.0001" in device.text_content("#cell")
+    width = device.viewport_size["width"]  # conv2's tables and 8 kernels open: still no sideways scrolling
+    assert device.evaluate("document.documentElement.scrollWidth") <= width
     if (path := os.environ.get("D4_SCREENSHOT")) and not is_phone(device):
         press(device, "#conv1 .tile >> nth=1")  # opened on its strongest value, with that value's arithmetic
         device.screenshot(path=path, full_page=True)
