@@ -215,6 +215,19 @@ def old_layout_state_dict() -> dict:
     return nn.ModuleDict({"conv": conv, "fc": fc}).state_dict()
 
 
+@pytest.fixture(autouse=True)
+def denormals_as_usual():
+    """Denormal floats back on after each test.
+
+    The trainer's main() flushes them to zero for the whole process, as a script may; run in-process by a
+    test, it must not leave that on for the next (hypothesis refuses to run with it).
+    """
+    yield
+    import torch
+
+    torch.set_flush_denormal(False)
+
+
 @pytest.fixture(scope="module")
 def client():
     """The API in-process (FastAPI's TestClient), its lifespan run: it serves the shipped d4_cnn.pt."""
