@@ -1,20 +1,25 @@
-"""A proxy for real handwriting: MNIST test digits degraded as people's pictures arrive, via /predict/image's path.
+"""A proxy for real handwriting: MNIST test digits degraded, and digits drawn as people write them, via /predict/image.
 
     python benchmarks/bench_handwriting.py --data-dir ../shared/mnist
     python benchmarks/bench_handwriting.py --data-dir ../shared/mnist --recipe "--augment --epochs 5" --recipe "..."
+    python benchmarks/bench_handwriting.py --data-dir ../shared/mnist --only-weights --weights other.pt
 
 Real digits from other writers and scanners are kept out of the repository on purpose, so that
-nothing is tuned to them. This proxy imitates how they differ from MNIST, from the MNIST
-*test* digits (never trained on): coarse scans (a 16x16 black-and-white one, and an 8x8 one
-with 17 grey levels, each made the way form scanners make them: the digit's ink stretched to
-fill the frame), thick marker and thin pen strokes, slant of +-20 degrees, a small digit
-off-centre on a large page, and digits drawn as pen strokes like the tests' (tests/conftest.py).
-Every picture is rendered as a black-on-white PNG and goes the way /predict/image takes it:
-`image_to_views` prepares it like MNIST (with 4 nearby views), and the model's answers over the
-views are averaged.
+nothing is tuned to them. This proxy imitates how they differ from MNIST. From the MNIST *test*
+digits (never trained on): coarse scans (a 16x16 black-and-white one, and an 8x8 one with 17
+grey levels, each made the way form scanners make them: the digit's ink stretched to fill the
+frame), thick marker and thin pen strokes, slant of +-20 degrees, a small digit off-centre on a
+large page. Drawn from stroke templates (d4/drawn_digits.py) with a hand's random variation: the
+tests' plain forms, and the European forms (the 1 with a long flag, with and without a foot, the
+open 4, the crossed 7, the 9 on a straight or curved tail, and the other digits' common forms),
+drawn on the pad, scanned both ways, and drawn small with /draw's wide pen. Every picture is
+rendered as a black-on-white PNG and goes the way /predict/image takes it: `image_to_views`
+prepares it like MNIST (with 4 nearby views), and the API's `average_of_views` averages the
+model's answers over the views.
 
-It prints one table: accuracy per degradation (and on the clean MNIST test set) for (a) a
-default training run made now, (b) the shipped d4_cnn.pt, (c) each --recipe, trained now.
+It prints one table of accuracy per set (and on the clean MNIST test set) for (a) a default
+training run made now, (b) the shipped d4_cnn.pt, (c) each --recipe, trained now, (d) each
+--weights file; then, for each of them, each set's accuracy per digit.
 """
 
 import argparse
@@ -30,14 +35,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-from conftest import DIGIT_STROKES  # noqa: E402
+sys.path.insert(0, str(REPO))
 from d4.data import load_mnist  # noqa: E402
+from d4.drawn_digits import DIGIT_STROKES, EUROPEAN_FORMS, PAD, Form, draw, jittered, scaled, varied  # noqa: E402
 from d4.model import load_weights, to_model_input  # noqa: E402
-from d4.preprocess import image_to_views  # noqa: E402
+from d4.preprocess import average_of_views, image_to_views  # noqa: E402
 
 SENT_SIDE = 160  # coarse scans are sent enlarged to 160x160, as a person would view and save them
 DEFAULT_RECIPES = ["--augment", "--epochs 8", "--augment --epochs 8"]
@@ -64,15 +69,23 @@ def on_paper(picture: Image.Image, size: tuple[int, int], position: tuple[int, i
 
 def scan_16x16_binary(digit: torch.Tensor, rng: random.Random) -> Image.Image:
     """The digit's ink stretched to fill 16x16, then each pixel black or white (threshold at half)."""
-    coarse = (
-        ink_crop(to_image(digit)).resize((16, 16), Image.Resampling.BILINEAR).point(lambda v: 0 if v < 128 else 255)
-    )
-    return coarse.resize((SENT_SIDE, SENT_SIDE), Image.Resampling.NEAREST)
+    return scanned_16x16_binary(to_image(digit))
 
 
 def scan_8x8_17_levels(digit: torch.Tensor, rng: random.Random) -> Image.Image:
     """The ink stretched to fill a 32x32 black-and-white bitmap; each 4x4 block's ink count (0..16) is a pixel."""
-    bitmap = ink_crop(to_image(digit)).resize((32, 32), Image.Resampling.BILINEAR).point(lambda v: 16 if v < 128 else 0)
+    return scanned_8x8_17_levels(to_image(digit))
+
+
+def scanned_16x16_binary(picture: Image.Image) -> Image.Image:
+    """A black-on-white picture's ink stretched to fill 16x16, each pixel black or white, sent at SENT_SIDE."""
+    coarse = ink_crop(picture).resize((16, 16), Image.Resampling.BILINEAR).point(lambda v: 0 if v < 128 else 255)
+    return coarse.resize((SENT_SIDE, SENT_SIDE), Image.Resampling.NEAREST)
+
+
+def scanned_8x8_17_levels(picture: Image.Image) -> Image.Image:
+    """A black-on-white picture's ink stretched to 32x32 black or white; each 4x4 block's ink count is a pixel."""
+    bitmap = ink_crop(picture).resize((32, 32), Image.Resampling.BILINEAR).point(lambda v: 16 if v < 128 else 0)
     counts = bitmap.reduce(4)  # the mean of each 4x4 block: 16 x its share of ink, rounded to 0..16
     return counts.point(lambda count: 255 - round(count * 255 / 16)).resize(
         (SENT_SIDE, SENT_SIDE), Image.Resampling.NEAREST
@@ -118,13 +131,39 @@ DEGRADATIONS: dict[str, Callable[[torch.Tensor, random.Random], Image.Image]] = 
 
 def drawn_strokes(digit: int, rng: random.Random) -> Image.Image:
     """The tests' strokes for `digit` with each point moved by up to 12 px and a pen 8-28 px wide."""
-    page = Image.new("L", (280, 280), 255)
-    pen = ImageDraw.Draw(page)
-    width = rng.randint(8, 28)
-    for stroke in DIGIT_STROKES[digit]:
-        moved = [(x + rng.uniform(-12, 12), y + rng.uniform(-12, 12)) for x, y in stroke]
-        pen.line(moved, fill=0, width=width, joint="curve")
-    return page
+    return draw(jittered(DIGIT_STROKES[digit], rng, 12), rng.randint(8, 28))
+
+
+def european_form(digit: int, index: int) -> Form:
+    """The `index`-th picture's form of `digit`: each of the digit's European forms in turn."""
+    forms = list(EUROPEAN_FORMS[digit].values())
+    return forms[index % len(forms)]
+
+
+def drawn_on_the_pad(form: Form, rng: random.Random) -> Image.Image:
+    """The form as one hand draws it on the 280x280 pad, with a pen 8-28 px wide (fine pen to finger)."""
+    return draw(varied(form, rng), rng.uniform(8, 28))
+
+
+def drawn_then_scanned(scan: Callable[[Image.Image], Image.Image]) -> Callable[[Form, random.Random], Image.Image]:
+    """A rendering that draws the form with a pen about MNIST's width for its size, then scans it with `scan`."""
+    return lambda form, rng: scan(draw(varied(form, rng), rng.uniform(14, 24)))
+
+
+def small_with_a_wide_pen(form: Form, rng: random.Random) -> Image.Image:
+    """The form drawn 60-100 px tall anywhere on the pad with /draw's 20-px pen: strokes 2-3x MNIST's width."""
+    factor = rng.uniform(0.3, 0.5)  # the templates are about 200 px tall
+    left, top = rng.uniform(0, PAD * (1 - factor)), rng.uniform(0, PAD * (1 - factor))
+    return draw(scaled(varied(form, rng), factor, left, top), 20)
+
+
+# Pictures of the European forms, each a way they reach /predict/image.
+EUROPEAN_RENDERINGS: dict[str, Callable[[Form, random.Random], Image.Image]] = {
+    "European forms, drawn": drawn_on_the_pad,
+    "European forms, 16x16 binary scan": drawn_then_scanned(scanned_16x16_binary),
+    "European forms, 8x8 scan, 17 levels": drawn_then_scanned(scanned_8x8_17_levels),
+    "European forms, small, wide pen": small_with_a_wide_pen,
+}
 
 
 def prepared(picture: Image.Image) -> torch.Tensor | None:
@@ -138,7 +177,8 @@ def prepared(picture: Image.Image) -> torch.Tensor | None:
 
 
 def proxy_sets(images: torch.Tensor, labels: torch.Tensor, count: int, seed: int) -> dict[str, tuple[list, list]]:
-    """Each degradation's prepared inputs (None where refused) and labels, from `count` random test digits."""
+    """Each set's prepared inputs (None where refused) and labels: `count` random test digits degraded each way,
+    then `count` drawn digits (a tenth of each digit) for the tests' strokes and each European rendering."""
     rng = random.Random(seed)
     chosen = rng.sample(range(len(labels)), count)
     sets = {}
@@ -146,19 +186,38 @@ def proxy_sets(images: torch.Tensor, labels: torch.Tensor, count: int, seed: int
         sets[name] = ([prepared(degrade(images[i], rng)) for i in chosen], [labels[i].item() for i in chosen])
     drawn_labels = [i % 10 for i in range(count)]
     sets["drawn strokes, jittered"] = ([prepared(drawn_strokes(d, rng)) for d in drawn_labels], drawn_labels)
+    for name, render in EUROPEAN_RENDERINGS.items():
+        pictures = (render(european_form(i % 10, i // 10), rng) for i in range(count))
+        sets[name] = ([prepared(picture) for picture in pictures], drawn_labels)
     return sets
 
 
 @torch.inference_mode()
-def accuracy(model: torch.nn.Module, inputs: list, labels: list) -> float:
-    kept = [i for i, pixels in enumerate(inputs) if pixels is not None]
+def answers(model: torch.nn.Module, inputs: list) -> list[int | None]:
+    """The digit /predict/image answers for each prepared picture (its views averaged by the API's own function);
+    None where the picture is refused."""
+    kept = [pixels for pixels in inputs if pixels is not None]
     if not kept:
-        return 0.0
-    views = inputs[kept[0]].shape[0]
-    predictions = (
-        model(torch.cat([inputs[i] for i in kept])).softmax(dim=1).view(-1, views, 10).mean(dim=1).argmax(dim=1)
-    )
-    return sum(predictions[j].item() == labels[i] for j, i in enumerate(kept)) / len(inputs)
+        return [None] * len(inputs)
+    views = kept[0].shape[0]
+    rows = model(torch.cat(kept)).softmax(dim=1).view(-1, views, 10).tolist()
+    predicted = iter(max(range(10), key=average_of_views(picture).__getitem__) for picture in rows)
+    return [None if pixels is None else next(predicted) for pixels in inputs]
+
+
+def scores(predicted: list[int | None], labels: list[int]) -> list[float]:
+    """Accuracy over all the pictures, then over each digit's, 0 to 9 (a refused picture counts as wrong)."""
+    right = [answer == label for answer, label in zip(predicted, labels, strict=True)]
+    per_digit = [[ok for ok, label in zip(right, labels, strict=True) if label == digit] for digit in range(10)]
+    return [sum(right) / len(right)] + [sum(ok) / max(1, len(ok)) for ok in per_digit]
+
+
+def evaluate(model: torch.nn.Module, sets: dict[str, tuple[list, list]], clean: tuple[list, list]) -> dict:
+    """Each set's scores (all, then per digit), their mean, and the clean MNIST test set's (one view, no averaging)."""
+    results = {name: scores(answers(model, inputs), truth) for name, (inputs, truth) in sets.items()}
+    results["mean of the above"] = [sum(column) / len(sets) for column in zip(*results.values(), strict=True)]
+    results["MNIST test, clean"] = scores(answers(model, clean[0]), clean[1])
+    return results
 
 
 def train(flags: str, data_dir: str, out: Path) -> float:
@@ -171,17 +230,54 @@ def train(flags: str, data_dir: str, out: Path) -> float:
     return time.perf_counter() - start
 
 
+def trained_columns(args: argparse.Namespace, data_dir: str, workdir: Path) -> dict[str, tuple[Path, str]]:
+    """Each model to compare, as (weights file, training wall time): trained now unless --only-weights."""
+    columns: dict[str, tuple[Path, str]] = {}
+    recipes = [] if args.only_weights else ["", *(args.recipe or DEFAULT_RECIPES)]
+    for index, flags in enumerate(recipes):
+        name = "(a) default run" if not flags else f"(c) {flags}"
+        out = workdir / f"run{index}.pt"
+        print(f"training {name} ...", file=sys.stderr)
+        columns[name] = (out, f"{train(flags, data_dir, out):.0f} s")
+        if index == 0:
+            columns["(b) shipped d4_cnn.pt"] = (REPO / "d4_cnn.pt", "")
+    if args.only_weights:
+        columns["(b) shipped d4_cnn.pt"] = (REPO / "d4_cnn.pt", "")
+    for path in args.weights:
+        columns[f"(d) {path}"] = (Path(path), "")
+    return columns
+
+
+def print_tables(count: int, columns: dict[str, tuple[Path, str]], results: dict[str, dict]) -> None:
+    """One table of every set's accuracy for each model, then one per model of each set's accuracy per digit."""
+    print(f"\n{count} pictures per set, sent as PNG through /predict/image's preprocessing\n")
+    print("| set | " + " | ".join(columns) + " |")
+    print("|---|" + "---:|" * len(columns))
+    for row in next(iter(results.values())):
+        print(f"| {row} | " + " | ".join(f"{scores[row][0]:.3f}" for scores in results.values()) + " |")
+    print("| training wall time | " + " | ".join(wall for _, wall in columns.values()) + " |")
+    for name, scores in results.items():
+        print(f"\n{name}: accuracy per digit\n")
+        print("| set | all | " + " | ".join(map(str, range(10))) + " |")
+        print("|---|" + "---:|" * 11)
+        for row, values in scores.items():
+            print(f"| {row} | " + " | ".join(f"{value:.2f}" for value in values) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument("--data-dir", default="data", help="MNIST root, as for the trainer")
-    parser.add_argument("--digits", type=int, default=1000, help="test digits per degradation")
-    parser.add_argument("--seed", type=int, default=0, help="which digits, and how each is degraded")
+    parser.add_argument("--digits", type=int, default=1000, help="pictures per set")
+    parser.add_argument("--seed", type=int, default=0, help="which digits, and how each is degraded or drawn")
     parser.add_argument(
         "--recipe", action="append", help=f"trainer flags of a candidate, trained now (default: {DEFAULT_RECIPES})"
     )
     parser.add_argument("--weights", action="append", default=[], help="also evaluate this existing weights file")
+    parser.add_argument(
+        "--only-weights", action="store_true", help="train nothing: evaluate the shipped d4_cnn.pt and each --weights"
+    )
     args = parser.parse_args()
     data_dir = str(Path(args.data_dir).resolve())
 
@@ -192,35 +288,11 @@ def main() -> None:
         f"built the proxy: {len(sets)} sets of {args.digits} pictures in {time.perf_counter() - start:.0f} s",
         file=sys.stderr,
     )
-
-    columns: dict[str, tuple[Path, str]] = {}
+    clean = (list(to_model_input(images).unsqueeze(1)), labels.tolist())
     with tempfile.TemporaryDirectory() as workdir:
-        for index, flags in enumerate(["", *(args.recipe or DEFAULT_RECIPES)]):
-            name = "(a) default run" if not flags else f"(c) {flags}"
-            out = Path(workdir) / f"run{index}.pt"
-            print(f"training {name} ...", file=sys.stderr)
-            columns[name] = (out, f"{train(flags, data_dir, out):.0f} s")
-            if index == 0:
-                columns["(b) shipped d4_cnn.pt"] = (REPO / "d4_cnn.pt", "")
-        for path in args.weights:
-            columns[f"(d) {path}"] = (Path(path), "")
-
-        models = {name: load_weights(path) for name, (path, _) in columns.items()}
-        clean = to_model_input(images)
-        rows: dict[str, list[float]] = {name: [] for name in [*sets, "mean of the above", "MNIST test, clean"]}
-        for model in models.values():
-            scores = [accuracy(model, inputs, truth) for inputs, truth in sets.values()]
-            for row, score in zip(sets, scores, strict=True):
-                rows[row].append(score)
-            rows["mean of the above"].append(sum(scores) / len(scores))
-            rows["MNIST test, clean"].append(accuracy(model, list(clean.unsqueeze(1)), labels.tolist()))
-
-    print(f"\n{args.digits} pictures per degradation, sent as PNG through /predict/image's preprocessing\n")
-    print("| degradation | " + " | ".join(columns) + " |")
-    print("|---|" + "---:|" * len(columns))
-    for row, scores in rows.items():
-        print(f"| {row} | " + " | ".join(f"{score:.3f}" for score in scores) + " |")
-    print("| training wall time | " + " | ".join(wall for _, wall in columns.values()) + " |")
+        columns = trained_columns(args, data_dir, Path(workdir))
+        results = {name: evaluate(load_weights(path), sets, clean) for name, (path, _) in columns.items()}
+    print_tables(args.digits, columns, results)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,14 @@ from d4.batching import PIXELS_PER_IMAGE
 from d4.body_route import BodyRoute
 from d4.limits import MAX_UPLOAD_BYTES
 from d4.model import IMAGE_SIZE
-from d4.preprocess import MAX_DECODE_BYTES, MAX_IMAGE_PIXELS, ImageRejected, ImageTooLarge, image_to_views
+from d4.preprocess import (
+    MAX_DECODE_BYTES,
+    MAX_IMAGE_PIXELS,
+    ImageRejected,
+    ImageTooLarge,
+    average_of_views,
+    image_to_views,
+)
 
 router = APIRouter(route_class=BodyRoute)
 # Pictures are decoded one at a time (d4/serving.py); at most this many wait for their turn, and
@@ -62,7 +69,7 @@ async def predict_image(
     views = await _prepared(file.file, request.state.image_workers)
     # The picture and 4 nearby views of it in one batch; their answers averaged read people's digits better.
     rows = await request.state.predictor.probabilities(views)
-    probabilities = [sum(column) / len(rows) for column in zip(*rows, strict=True)]
+    probabilities = average_of_views(rows)
     prediction = ImagePrediction(**to_prediction(probabilities).model_dump())
     upright = views[:PIXELS_PER_IMAGE]  # the prepared picture itself, before the nearby views
     if return_input:

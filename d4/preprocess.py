@@ -6,8 +6,9 @@ scaled with anti-aliasing so that it fits a 20x20 box keeping its aspect ratio, 
 canvas drawing only looks like MNIST to the model after the same steps, so the API runs
 every uploaded image through `image_to_views` below: decode (within a memory budget, upright
 as the camera meant it, shrunk to what a digit needs), tell ink from paper, refuse what holds
-no digit, crop, thicken a fine pen's strokes to MNIST's pen, scale and centre; then add 4
-nearby views whose answers the API averages.
+no digit, crop, bring the pen's strokes to MNIST's width (a fine pen's thickened, a wide pen's
+solid strokes thinned), scale and centre; then add 4 nearby views whose answers the API
+averages (`average_of_views`).
 Only Pillow is used: it is fast, it refuses broken files, and it keeps the API's deploy small.
 """
 
@@ -53,6 +54,12 @@ SPECK_FILTER_SIDE = 4 * IMAGE_SIZE
 STROKE_VIEW = 4 * DIGIT_BOX
 MNIST_STROKE_WIDTH = 8
 MIN_STROKE_WIDTH = 6
+# Wider than all but a tenth of MNIST's strokes: a small digit drawn with a wide pen (a finger on /draw,
+# a marker), which swamps its own loops once scaled up; thinned to MNIST's width. Only solid ink is
+# thinned, where this share of the inked pixels is full ink: a coarse scan's strokes are grey blocks
+# that erosion would erase (thinning those cost 2-3 points on the proxy's 8x8 scans).
+MAX_STROKE_WIDTH = 12
+SOLID_INK_SHARE = 0.9
 VIEW_TURN = 8  # degrees, for image_to_views
 VIEW_SCALE = 0.1
 
@@ -86,6 +93,11 @@ def image_to_views(data: bytes) -> array:
     turned = [upright.rotate(angle, Image.Resampling.BILINEAR, center=centre) for angle in (VIEW_TURN, -VIEW_TURN)]
     scaled = [_scaled(upright, 1 + change) for change in (VIEW_SCALE, -VIEW_SCALE)]
     return pixels + _levels(*turned, *scaled)
+
+
+def average_of_views(rows: list[list[float]]) -> list[float]:
+    """The answer for one picture: the model's probabilities for each of image_to_views' views, averaged."""
+    return [sum(column) / len(rows) for column in zip(*rows, strict=True)]
 
 
 def _scaled(image: Image.Image, factor: float) -> Image.Image:
@@ -269,14 +281,24 @@ def _mean_level(histogram: list[int], start: int, stop: int) -> float:
 
 
 def _pen_width_like_mnist(ink: Image.Image) -> Image.Image:
-    """The cropped ink with its longer side at STROKE_VIEW px, strokes thinner than MNIST's thickened to its width."""
+    """The cropped ink with its longer side at STROKE_VIEW px, its strokes brought towards MNIST's width:
+    thinner ones thickened, solid ones much wider thinned."""
     scale = STROKE_VIEW / max(ink.size)
     view = ink.resize((max(1, round(ink.width * scale)), max(1, round(ink.height * scale))), Image.Resampling.LANCZOS)
     width = _stroke_width(view)
-    if width >= MIN_STROKE_WIDTH:
-        return view
-    radius = round((MNIST_STROKE_WIDTH - width) / 2)
-    return view.filter(ImageFilter.MaxFilter(2 * radius + 1))  # a rounder pen: each side grows by `radius`
+    if width < MIN_STROKE_WIDTH:
+        radius = round((MNIST_STROKE_WIDTH - width) / 2)
+        return view.filter(ImageFilter.MaxFilter(2 * radius + 1))  # a rounder pen: each side grows by `radius`
+    if width > MAX_STROKE_WIDTH and _solid_share(view) > SOLID_INK_SHARE:
+        radius = round((width - MNIST_STROKE_WIDTH) / 2)
+        return view.filter(ImageFilter.MinFilter(2 * radius + 1))  # a finer pen: each side shrinks by `radius`
+    return view
+
+
+def _solid_share(ink: Image.Image) -> float:
+    """The share of the inked pixels (a quarter of full ink or more) that are full ink (three quarters or more)."""
+    histogram = ink.histogram()
+    return sum(histogram[192:]) / max(1, sum(histogram[64:]))
 
 
 def _stroke_width(ink: Image.Image) -> float:

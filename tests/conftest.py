@@ -3,7 +3,6 @@
 import atexit
 import functools
 import io
-import math
 import os
 import shutil
 import socket
@@ -18,6 +17,10 @@ from pathlib import Path
 import pytest
 import requests
 from PIL import Image, ImageDraw
+
+# DIGIT_STROKES: each digit as pen strokes on a 280x280 pad, the way a person draws it (the handwriting proxy
+# draws from d4/drawn_digits.py too). The image tests draw them with Pillow, the browser test with the mouse.
+from d4.drawn_digits import DIGIT_STROKES
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_MNIST = Path(__file__).resolve().parent / "fixtures" / "mnist"  # 200 train + 300 test digits
@@ -49,27 +52,6 @@ def _shipped_weights() -> Path:
 SHIPPED_WEIGHTS = _shipped_weights()
 # The API in-process (TestClient) serves the shipped weights too; a test that wants others sets D4_MODEL_PATH itself.
 os.environ["D4_MODEL_PATH"] = str(SHIPPED_WEIGHTS)
-
-
-def _ellipse(centre_x: float, centre_y: float, radius_x: float, radius_y: float) -> list[tuple[float, float]]:
-    angles = [2 * math.pi * step / 36 for step in range(37)]
-    return [(centre_x + radius_x * math.sin(a), centre_y - radius_y * math.cos(a)) for a in angles]
-
-
-# Each digit as pen strokes on a 280x280 pad, the way a person draws it: lists of points.
-# The image tests draw them with Pillow, the browser test with the mouse on the /draw page.
-DIGIT_STROKES: dict[int, list[list[tuple[float, float]]]] = {
-    0: [_ellipse(140, 140, 50, 90)],
-    1: [[(140, 40), (140, 240)]],
-    2: [[(80, 90), (110, 55), (160, 50), (195, 85), (190, 125), (85, 235), (205, 235)]],
-    3: [[(80, 60), (190, 60), (130, 135), (185, 160), (190, 205), (150, 235), (80, 225)]],
-    4: [[(170, 240), (170, 40), (70, 170), (210, 170)]],
-    5: [[(195, 50), (95, 50), (90, 130), (150, 120), (190, 160), (180, 215), (140, 235), (85, 220)]],
-    6: [[(180, 50), (120, 90), (90, 160), (100, 220), (150, 235), (190, 200), (180, 150), (130, 140), (95, 170)]],
-    7: [[(70, 50), (200, 50), (120, 240)]],
-    8: [_ellipse(140, 85, 45, 45), _ellipse(140, 185, 55, 55)],
-    9: [_ellipse(135, 90, 50, 45), [(183, 90), (175, 240)]],
-}
 
 
 SYSTEM_CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

@@ -1,16 +1,24 @@
 """--augment's distortions, and the handwriting proxy's degradations: each does what it says."""
 
+import math
 import random
+import subprocess
+import sys
 
 import bench_handwriting as proxy
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import FIXTURE_MNIST, SHIPPED_WEIGHTS, encode
+import d4.augment as augment
+import d4.preprocess as preprocess
+from conftest import FIXTURE_MNIST, REPO, SHIPPED_WEIGHTS, encode
 from d4.augment import distort
+from d4.drawn_digits import DIGIT_STROKES, EUROPEAN_FORMS, draw, scaled, varied
 from d4.model import load_weights, to_model_input
-from d4.preprocess import MIN_STROKE_WIDTH, STROKE_VIEW, _stroke_width, image_to_views
+from d4.preprocess import MAX_STROKE_WIDTH, MIN_STROKE_WIDTH, STROKE_VIEW, _stroke_width, image_to_views
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +63,69 @@ def test_distortions_never_wipe_a_digit_out(fixture_pixels):
         assert (distorted.flatten(1) > 0.25).sum(dim=1).min() >= 8  # at least a few pixels of stroke
 
 
+class AtenCalls(TorchDispatchMode):
+    """Records each ATen operator run inside it, with its arguments: what a device's backend is asked to do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, tuple]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls.append((func.overloadpacket.__name__, args))
+        return func(*args, **(kwargs or {}))
+
+
+def test_distortions_never_pool_adaptively_over_sizes_that_do_not_divide(fixture_pixels):
+    """Apple's GPUs (MPS) refuse adaptive pooling unless the output's sizes divide the input's (PyTorch issue 96056)."""
+    pixels, _ = fixture_pixels
+    with AtenCalls() as recorded:
+        for seed in range(10):  # coarse scans of several sides, 8 to 16 px
+            distort(pixels, torch.Generator().manual_seed(seed))
+    pools = [(args[0].shape[-2:], tuple(args[1])) for name, args in recorded.calls if "adaptive" in name]
+    assert all(size % out == 0 for sizes, outs in pools for size, out in zip(sizes, outs, strict=True)), pools
+
+
+@pytest.mark.parametrize("side", range(augment.LOW_RESOLUTION_SIDES[0], augment.LOW_RESOLUTION_SIDES[1] + 1))
+def test_coarse_scans_average_as_area_interpolation_does(fixture_pixels, side):
+    pixels, _ = fixture_pixels
+    box = pixels[:, :, augment.BOX_ROWS, augment.BOX_ROWS]
+    expected = F.interpolate(box, size=(side, side), mode="area")
+    assert torch.allclose(augment._area_shrunk(box, side), expected, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.backends.mps.is_available(), reason="needs an Apple GPU (MPS)")
+def test_distortions_run_on_an_apple_gpu(fixture_pixels):
+    pixels, _ = fixture_pixels
+    for seed in range(10):
+        assert distort(pixels.to("mps"), torch.Generator().manual_seed(seed)).device.type == "mps"
+
+
+def test_flags_go_on_ones_only_from_the_top_of_the_stem_to_the_left(fixture_pixels, monkeypatch):
+    pixels, labels = fixture_pixels
+    monkeypatch.setattr(augment, "FLAG_SHARE", 1.0)
+    monkeypatch.setattr(augment, "FOOT_SHARE", 0.0)
+
+    def flags() -> torch.Tensor:
+        return augment._random_flags(pixels, augment._uniform_draw(torch.Generator().manual_seed(0), pixels.device))
+
+    flagged = flags()
+    changed = (flagged != pixels).flatten(1).any(dim=1)
+    assert (labels[changed] == 1).float().mean() > 0.95  # a 1 is told by its shape
+    assert changed.sum() >= 0.8 * (labels == 1).sum()
+    # The 1 is moved back, as MNIST centred its digits: the centre of mass stays.
+    assert torch.allclose(augment._centre_of_mass(flagged), augment._centre_of_mass(pixels), atol=0.1)
+    monkeypatch.setattr(augment, "_moved", lambda digits, offset: digits)  # the flag alone, where it was drawn
+    columns = torch.arange(pixels.shape[-1], dtype=torch.float32)
+    for before, after in zip(pixels[changed, 0], flags()[changed, 0], strict=True):
+        flag = after - before
+        assert flag.sum() > 3  # a stroke, not a few stray pixels
+        # It hangs from the stem's top: it begins in the stem's top rows, and lies left of the top.
+        top_row = (before > 0.3).any(dim=1).nonzero().min()
+        top_x = (before[top_row] @ columns) / before[top_row].sum()
+        assert flag.sum(dim=1).nonzero().min() <= top_row + 2
+        assert (flag.sum(dim=0) @ columns) / flag.sum() < top_x
+
+
 def test_training_with_augment_runs_through_main_and_is_reproducible(tmp_path, capsys):
     import d4_tiny_cnn_mnist as trainer
 
@@ -68,18 +139,29 @@ def test_training_with_augment_runs_through_main_and_is_reproducible(tmp_path, c
     assert capsys.readouterr().out.count("test accuracy=") == 2
 
 
+def assert_coarse_scans_as_claimed(picture: Image.Image) -> None:
+    """The proxy's two scans of a black-on-white picture have the resolution and grey levels they claim."""
+    nearest = Image.Resampling.NEAREST
+    binary = proxy.scanned_16x16_binary(picture)
+    assert binary.size == (proxy.SENT_SIDE, proxy.SENT_SIDE)
+    assert sorted(set(binary.tobytes())) == [0, 255]  # black and white, nothing between
+    assert binary.resize((16, 16), nearest).resize(binary.size, nearest) == binary
+    grey = proxy.scanned_8x8_17_levels(picture)
+    levels = set(grey.tobytes())
+    assert len(levels) <= 17 and levels <= {255 - round(count * 255 / 16) for count in range(17)}
+    assert grey.resize((8, 8), nearest).resize(grey.size, nearest) == grey
+
+
 def test_proxy_coarse_scans_have_the_resolution_and_levels_they_claim(fixture_test_digits):
     images, _ = fixture_test_digits
     rng = random.Random(0)
     for image in images[:20]:
-        binary = proxy.scan_16x16_binary(image, rng)
-        assert binary.size == (proxy.SENT_SIDE, proxy.SENT_SIDE)
-        assert sorted(set(binary.tobytes())) == [0, 255]  # black and white, nothing between
-        assert binary.resize((16, 16), Image.Resampling.NEAREST).resize(binary.size, Image.Resampling.NEAREST) == binary
-        grey = proxy.scan_8x8_17_levels(image, rng)
-        levels = set(grey.tobytes())
-        assert len(levels) <= 17 and levels <= {255 - round(count * 255 / 16) for count in range(17)}
-        assert grey.resize((8, 8), Image.Resampling.NEAREST).resize(grey.size, Image.Resampling.NEAREST) == grey
+        assert proxy.scan_16x16_binary(image, rng) == proxy.scanned_16x16_binary(proxy.to_image(image))
+        assert proxy.scan_8x8_17_levels(image, rng) == proxy.scanned_8x8_17_levels(proxy.to_image(image))
+        assert_coarse_scans_as_claimed(proxy.to_image(image))
+    for forms in EUROPEAN_FORMS.values():  # and the drawn digits' scans
+        for form in forms.values():
+            assert_coarse_scans_as_claimed(draw(varied(form, rng), 20))
 
 
 def stroke_width_of(picture: Image.Image) -> float:
@@ -139,3 +221,80 @@ def test_thin_pen_strokes_are_thickened_towards_mnist_width(fixture_test_digits)
         ratios.append((proxy.prepared(thin)[0].sum() / proxy.prepared(plain)[0].sum()).item())
     # The model sees about as much ink as for the same digit in MNIST's pen (without thickening: ~0.57).
     assert sum(ratios) / len(ratios) > 0.85, ratios
+
+
+def test_the_benchmark_does_not_import_the_tests():
+    """The proxy's drawn digits come from d4/, so that the benchmark runs without the tests' folder."""
+    check = "import sys; import bench_handwriting; sys.exit('conftest' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", check], cwd=REPO / "benchmarks", capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("digit", sorted(EUROPEAN_FORMS))
+def test_the_shipped_model_reads_european_forms_of_each_digit(client, digit):
+    """Each European form of the digit, drawn by a varying hand on /draw's pad, sent to /predict/image."""
+    rng = random.Random(digit)
+    forms = list(EUROPEAN_FORMS[digit].values())
+    pictures = [proxy.drawn_on_the_pad(forms[index % len(forms)], rng) for index in range(24)]
+    answers = [client.post("/predict/image", files={"file": ("digit.png", encode(p, "PNG"))}) for p in pictures]
+    right = sum(answer.json()["predicted_digit"] == digit for answer in answers)
+    assert right >= 0.9 * len(pictures), right
+
+
+def test_predict_image_answers_the_mean_of_its_views_probabilities(client):
+    """Not the first view's alone: the average over image_to_views' 5 views, which read people's digits better."""
+    model = load_weights(SHIPPED_WEIGHTS)
+    rng = random.Random(0)
+    candidates = [encode(proxy.small_with_a_wide_pen(form, rng), "PNG") for form in EUROPEAN_FORMS[7].values()]
+    candidates += [encode(proxy.small_with_a_wide_pen(form, rng), "PNG") for form in EUROPEAN_FORMS[1].values()]
+    with torch.no_grad():
+        views = [model(torch.tensor(image_to_views(data)).view(-1, 1, 28, 28)).softmax(dim=1) for data in candidates]
+    # The picture whose first view differs most from the views' mean: where averaging matters.
+    spread = [(rows[0] - rows.mean(dim=0)).abs().max().item() for rows in views]
+    chosen = spread.index(max(spread))
+    assert spread[chosen] > 0.01
+    answer = client.post("/predict/image", files={"file": ("digit.png", candidates[chosen])}).json()
+    assert answer["probabilities"] == pytest.approx(views[chosen].mean(dim=0).tolist(), abs=1e-6)
+    assert answer["probabilities"] != pytest.approx(views[chosen][0].tolist(), abs=1e-3)
+
+
+class FirstViewDisagrees(torch.nn.Module):
+    """A stand-in model: sure of a 3 for each picture's first view, of a 5 for its 4 other views."""
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(len(pixels), 10)
+        logits[:, 5] = 4
+        logits[0::5, 5], logits[0::5, 3] = 0, 4
+        return logits
+
+
+def test_the_proxy_counts_the_answer_averaged_over_the_views():
+    """The proxy's answer is the API's: the views' average (a 5), not the first view's (a 3)."""
+    picture = proxy.prepared(draw(DIGIT_STROKES[5], 20))
+    assert picture.shape[0] == 5
+    assert proxy.answers(FirstViewDisagrees(), [picture, None]) == [5, None]
+
+
+def test_small_digits_drawn_with_a_wide_pen_are_thinned_towards_mnist_width(monkeypatch):
+    """Digits 70 px tall drawn with /draw's 20-px pen: the model sees about the ink of the digits in MNIST's pen."""
+    small = {digit: draw(scaled(form, 0.35, 10, 10), 20) for digit, form in DIGIT_STROKES.items()}
+    assert all(stroke_width_of(picture) > MAX_STROKE_WIDTH for picture in small.values())
+    thinned = {digit: proxy.prepared(picture)[0].sum() for digit, picture in small.items()}
+    # The templates are about 200 px tall: a 20-px pen draws them in MNIST's width.
+    ratios = [
+        (thinned[digit] / proxy.prepared(draw(DIGIT_STROKES[digit], 20))[0].sum()).item() for digit in range(2, 10)
+    ]
+    assert 0.75 < sum(ratios) / len(ratios) < 1.25, ratios
+    monkeypatch.setattr(preprocess, "MAX_STROKE_WIDTH", math.inf)  # no thinning at all
+    assert all(thinned[digit] < 0.8 * proxy.prepared(picture)[0].sum() for digit, picture in small.items())
+
+
+def test_coarse_grey_scans_are_not_thinned(fixture_test_digits, monkeypatch):
+    """Their strokes are grey blocks, which erosion would erase."""
+    images, _ = fixture_test_digits
+    scans = [proxy.scan_8x8_17_levels(image, random.Random(0)) for image in images[:30]]
+    thick = [scan for scan in scans if stroke_width_of(scan) > MAX_STROKE_WIDTH]
+    assert len(thick) >= 3
+    as_prepared = [proxy.prepared(scan) for scan in thick]
+    monkeypatch.setattr(preprocess, "MAX_STROKE_WIDTH", math.inf)  # no thinning at all
+    assert all(torch.equal(proxy.prepared(scan), before) for scan, before in zip(thick, as_prepared, strict=True))
