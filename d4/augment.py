@@ -46,8 +46,11 @@ def distort(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """A randomly distorted copy of a batch of digits (N, 1, H, W) in 0..1; `generator` (on the CPU) decides."""
     count, _, height, width = pixels.shape
     draw = _uniform_draw(generator, pixels.device)
-    pixels = _random_flags(pixels, draw)
-    theta = _compose(_random_fill(pixels, draw), _random_affine(count, draw))
+    # Form scanners stretch a plain 1 into a block: the 1s chosen for that keep no flag, so the batch
+    # still shows as many stretched plain 1s as before the flags came in.
+    filling = draw(count, 0, 1) < FILL_SHARE
+    pixels = _random_flags(pixels, draw, ~filling)
+    theta = _compose(_random_fill(pixels, filling), _random_affine(count, draw))
     grid = F.affine_grid(theta, [count, 1, height, width], align_corners=False)
     grid = grid + _elastic_field(count, height, width, generator, pixels.device)
     distorted = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -81,14 +84,14 @@ def _random_affine(count: int, draw) -> torch.Tensor:
     )
 
 
-def _random_fill(pixels: torch.Tensor, draw) -> torch.Tensor:
-    """(N, 2, 3) maps stretching a random share of the digits' ink to fill MNIST's 20x20 box; identity for the rest."""
+def _random_fill(pixels: torch.Tensor, filling: torch.Tensor) -> torch.Tensor:
+    """(N, 2, 3) maps stretching the `filling` digits' ink to fill MNIST's 20x20 box; identity for the rest."""
     count, _, height, width = pixels.shape
     ink = pixels[:, 0] > 0.3
     left, right = _ink_extent(ink.any(dim=1), width)
     top, bottom = _ink_extent(ink.any(dim=2), height)
     box = DIGIT_BOX / width  # the 20x20 box's half-side, in grid units
-    chosen = (draw(count, 0, 1) < FILL_SHARE) & (right > left) & (bottom > top)
+    chosen = filling & (right > left) & (bottom > top)
     theta = torch.zeros(count, 2, 3, device=pixels.device)
     theta[:, 0, 0] = torch.where(chosen, (right - left) / 2 / box, 1.0)
     theta[:, 1, 1] = torch.where(chosen, (bottom - top) / 2 / box, 1.0)
@@ -177,12 +180,12 @@ def _area_weights(source: int, target: int, device: torch.device) -> torch.Tenso
     return window.float() / (stop - start).unsqueeze(1).float()
 
 
-def _random_flags(pixels: torch.Tensor, draw) -> torch.Tensor:
-    """Give a share of the 1s a long diagonal flag from the top of the stem, and some of those a flat foot, in the
-    digit's own stroke width: MNIST's writers rarely drew them, and without them a flagged 1 reads as a 7."""
+def _random_flags(pixels: torch.Tensor, draw, allowed: torch.Tensor) -> torch.Tensor:
+    """Give a share of the `allowed` 1s a long diagonal flag from the top of the stem, and some of those a flat foot,
+    in the digit's own stroke width: MNIST's writers rarely drew them, and without them a flagged 1 reads as a 7."""
     count = len(pixels)
     top, bottom, stroke, elongation = _stem(pixels)
-    flagged = (elongation < ONE_ELONGATION) & (draw(count, 0, 1) < FLAG_SHARE)
+    flagged = allowed & (elongation < ONE_ELONGATION) & (draw(count, 0, 1) < FLAG_SHARE)
     footed = flagged & (draw(count, 0, 1) < FOOT_SHARE)
     length = (top - bottom).norm(dim=1, keepdim=True)
     # Down and to the left in the picture, whatever the stem's lean: leaning with a right-leaning stem, it would

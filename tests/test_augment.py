@@ -100,13 +100,25 @@ def test_distortions_run_on_an_apple_gpu(fixture_pixels):
         assert distort(pixels.to("mps"), torch.Generator().manual_seed(seed)).device.type == "mps"
 
 
+def test_ones_stretched_to_fill_their_box_keep_no_flag(fixture_pixels, monkeypatch):
+    """A form scanner stretches a plain 1 into a block: those training 1s stay plain, whatever FLAG_SHARE says."""
+    pixels, labels = fixture_pixels
+    monkeypatch.setattr(augment, "FLAG_SHARE", 1.0)
+    draw = augment._uniform_draw(torch.Generator().manual_seed(0), pixels.device)
+    filling = torch.arange(len(pixels)) % 2 == 0  # every other digit stretched to fill its box
+    flagged = (augment._random_flags(pixels, draw, ~filling) != pixels).flatten(1).any(dim=1)
+    assert not flagged[filling].any()
+    assert flagged[~filling & (labels == 1)].float().mean() > 0.8
+
+
 def test_flags_go_on_ones_only_from_the_top_of_the_stem_to_the_left(fixture_pixels, monkeypatch):
     pixels, labels = fixture_pixels
     monkeypatch.setattr(augment, "FLAG_SHARE", 1.0)
     monkeypatch.setattr(augment, "FOOT_SHARE", 0.0)
 
     def flags() -> torch.Tensor:
-        return augment._random_flags(pixels, augment._uniform_draw(torch.Generator().manual_seed(0), pixels.device))
+        draw = augment._uniform_draw(torch.Generator().manual_seed(0), pixels.device)
+        return augment._random_flags(pixels, draw, torch.ones(len(pixels), dtype=torch.bool))
 
     flagged = flags()
     changed = (flagged != pixels).flatten(1).any(dim=1)
