@@ -291,7 +291,9 @@ def _pen_width_like_mnist(ink: Image.Image) -> Image.Image:
         return view.filter(ImageFilter.MaxFilter(2 * radius + 1))  # a rounder pen: each side grows by `radius`
     if width > MAX_STROKE_WIDTH and _solid_share(view) > SOLID_INK_SHARE:
         radius = round((width - MNIST_STROKE_WIDTH) / 2)
-        return view.filter(ImageFilter.MinFilter(2 * radius + 1))  # a finer pen: each side shrinks by `radius`
+        # A finer pen: each side shrinks by `radius`, at the crop's edges too (paper around it first).
+        thinned = ImageOps.expand(view, border=radius, fill=0).filter(ImageFilter.MinFilter(2 * radius + 1))
+        return thinned.crop((radius, radius, radius + view.width, radius + view.height))
     return view
 
 
@@ -303,7 +305,8 @@ def _solid_share(ink: Image.Image) -> float:
 
 def _stroke_width(ink: Image.Image) -> float:
     """The strokes' mean width in pixels: twice the inked area over the pixels one erosion removes (both sides)."""
-    inked = ink.point(lambda level: 255 if level >= 128 else 0)
+    # Paper around it: the ink is cropped to its edges, and an erosion must wear strokes there too.
+    inked = ImageOps.expand(ink.point(lambda level: 255 if level >= 128 else 0), border=1, fill=0)
     area = inked.histogram()[255]
     inner = inked.filter(ImageFilter.MinFilter(3)).histogram()[255]
     return 2 * area / max(1, area - inner)
