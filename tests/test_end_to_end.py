@@ -185,12 +185,17 @@ def test_a_huge_declared_body_is_refused_before_it_is_read(server_url, path, con
     assert requests.get(f"{server_url}/healthz", timeout=5).status_code == 200
 
 
-def test_cors_origins_are_configurable():
-    with uvicorn_server(D4_CORS_ORIGINS="https://digits.example") as url:
+def test_cors_origins_are_configurable_as_a_comma_separated_list_with_spaces():
+    with uvicorn_server(D4_CORS_ORIGINS="https://digits.example, https://b.example") as url:
         preflight = {"Origin": "https://digits.example", "Access-Control-Request-Method": "POST"}
-        allowed = requests.options(f"{url}/predict", headers=preflight, timeout=5)
+        allowed = [
+            requests.options(f"{url}/predict", headers={**preflight, "Origin": origin}, timeout=5)
+            for origin in ("https://digits.example", "https://b.example")
+        ]
         other = requests.options(f"{url}/predict", headers={**preflight, "Origin": "https://evil.example"}, timeout=5)
-    assert allowed.headers.get("access-control-allow-origin") == "https://digits.example"
+    assert [answer.status_code for answer in allowed] == [200, 200]
+    assert allowed[0].headers.get("access-control-allow-origin") == "https://digits.example"
+    assert allowed[1].headers.get("access-control-allow-origin") == "https://b.example"
     assert "access-control-allow-origin" not in other.headers
 
 
