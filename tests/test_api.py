@@ -33,6 +33,14 @@ def test_root_gives_a_browser_a_page_with_links_on_and_programs_the_notes_json(c
         assert answer.json()["ok"] is True and answer.json()["endpoint"] == "/predict"
 
 
+def test_other_http_errors_come_in_the_same_json_shape(client):
+    assert client.get("/no-such-page").json() == {"message": "Not Found", "detail": "Not Found"}
+    wrong_method = client.get("/predict")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json() == {"message": "Method Not Allowed", "detail": "Method Not Allowed"}
+    assert wrong_method.headers["allow"] == "POST"
+
+
 def test_healthz_answers_once_the_model_is_loaded(client):
     assert client.get("/healthz").json() == {"status": "ok"}
 

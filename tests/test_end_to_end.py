@@ -208,6 +208,8 @@ def test_cors_origins_are_configurable_as_a_comma_separated_list_with_spaces():
         ("https://example.org/d4/", "https://example.org/d4/predict"),
         ("https://example.org/d4/predict", "https://example.org/d4/predict"),
         ("https://example.org/d4/predict/", "https://example.org/d4/predict"),
+        ("http://h:8000/predict/image", "http://h:8000/predict"),  # the image endpoint's URL, typed for --url
+        ("[::1]:8000", "http://[::1]:8000/predict"),  # an IPv6 address
     ],
 )
 def test_client_builds_the_predict_url_from_what_people_type(typed, posted_to):
