@@ -53,9 +53,13 @@ class TinyCNN(nn.Module):
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """Map the (N, 16, 7, 7) feature maps to (N, 10) logits through the two fully connected layers."""
+        return self.fully_connected(features)[1]
+
+    def fully_connected(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two fully connected layers' outputs for (N, 16, 7, 7) feature maps: fc1's (N, 64), fc2's (N, 10)."""
         x = features.flatten(1)  # [N, 784], in the notes' order (channel, row, column) whatever the memory format
-        x = F.relu(self.fc1(x), inplace=True)  # [N, 64]
-        return self.fc2(x)  # [N, 10]
+        hidden = F.relu(self.fc1(x), inplace=True)  # [N, 64]
+        return hidden, self.fc2(hidden)  # [N, 10]
 
 
 def architecture(model: TinyCNN) -> list[dict]:
@@ -100,9 +104,7 @@ def explain_image(model: TinyCNN, pixels: torch.Tensor) -> Explained:
     image = pixels.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         block1, block2 = model.feature_maps(image)
-        # classify's three steps one at a time, to keep fc1's 64 values (tests check the logits are forward's)
-        hidden = F.relu(model.fc1(block2.flatten(1)))
-        logits = model.fc2(hidden)
+        hidden, logits = model.fully_connected(block2)
         (gradient,) = torch.autograd.grad(logits[0, logits[0].argmax()], image)
     importance = (gradient * image).abs()[0, 0].detach()
     return Explained(
