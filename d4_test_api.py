@@ -17,7 +17,7 @@ from pathlib import Path
 import requests
 from torchvision import transforms
 
-from d4.client import as_text, checked, mnist_test_digits, one_line_errors, predict_url, readable, verdict
+from d4.client import as_text, checked, how_sure, mnist_test_digits, one_line_errors, predict_url, readable, verdict
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -32,7 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("D4_API_URL", DEFAULT_URL),
         help="the API's base URL or its /predict URL, e.g. localhost:8000 or https://host/prefix (env D4_API_URL)",
     )
-    parser.add_argument("--index", type=int, default=0, help="which of the 10,000 test images to send")
+    parser.add_argument(
+        "--index", type=int, default=0, help="which test image to send: 0-9999, or 0-299 of those shipped here"
+    )
     parser.add_argument("--image", type=Path, help="send this picture of a digit (PNG, JPEG, ...) instead")
     parser.add_argument("--json", action="store_true", help="print the API's answer exactly as it came")
     parser.add_argument("--data-dir", default="data", help="MNIST root: MNIST/raw/ is read or downloaded here")
@@ -57,7 +59,7 @@ def send_picture(path: Path, url: str, typed: str, timeout: float, raw: bool) ->
     print(f"the model saw ({path.name} prepared as MNIST's 28x28):")
     print(as_text(answer.pop("input")))
     print(readable(answer))
-    print(f"the model reads {answer['predicted_digit']}, {100 * answer['confidence']:.2f}% sure")
+    print(f"the model reads {answer['predicted_digit']}, {how_sure(answer['confidence'])} sure")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -118,10 +118,16 @@ def readable(answer: dict) -> str:
 
 def verdict(answer: dict, actual: int) -> str:
     """One line: was the model right about this digit, and how sure was it."""
-    digit, confidence = answer["predicted_digit"], 100 * answer["confidence"]
+    digit, sure = answer["predicted_digit"], how_sure(answer["confidence"])
     if digit == actual:
-        return f"right: the model reads {digit}, {confidence:.2f}% sure"
-    return f"wrong: the model reads {digit} ({confidence:.2f}% sure), the digit is {actual}"
+        return f"right: the model reads {digit}, {sure} sure"
+    return f"wrong: the model reads {digit} ({sure} sure), the digit is {actual}"
+
+
+def how_sure(confidence: float) -> str:
+    """The confidence as a percentage with 2 decimals; never "100.00%" for a probability under 1."""
+    percent = f"{100 * confidence:.2f}%"
+    return ">99.99%" if percent == "100.00%" and confidence < 1 else percent
 
 
 def as_text(pixels: list[list[float]]) -> str:

@@ -16,6 +16,18 @@ from d4.model import to_model_input
 FIXTURE_IMAGES, FIXTURE_LABELS = load_mnist(FIXTURE_MNIST, train=False)
 
 
+def says_how_sure(text: str, confidence: float) -> bool:
+    """The client's percentage: two decimals, and never 100.00% for a probability under 1."""
+    if text == ">99.99%":
+        return 0.99995 <= confidence < 1
+    return (
+        text.endswith("%")
+        and abs(float(text[:-1]) - 100 * confidence) <= 0.005
+        and text != "100.00%"
+        or (text == "100.00%" and confidence == 1)
+    )
+
+
 def fixture_digit(index: int) -> list[list[float]]:
     """A shipped test digit as the client sends it: 28 rows of 28 grey levels in 0..1."""
     return to_model_input(FIXTURE_IMAGES[index : index + 1])[0, 0].tolist()
@@ -41,7 +53,9 @@ def test_client_posts_test_digit_0_and_prints_the_answer_rounded_and_whether_it_
     assert len(answer["probabilities"]) == 10
     assert all(round(p, 4) == p for p in answer["probabilities"])  # rounded for reading
     assert sum(answer["probabilities"]) == pytest.approx(1, abs=1e-3)
-    assert re.fullmatch(rf"right: the model reads 7, {100 * answer['confidence']:.2f}% sure", verdict)
+    exact = requests.post(f"{server_url}/predict", json={"pixels": fixture_digit(0)}, timeout=10).json()["confidence"]
+    assert re.fullmatch(r"right: the model reads 7, \S+ sure", verdict)
+    assert says_how_sure(verdict.split(", ")[1].removesuffix(" sure"), exact)
 
 
 def test_client_json_prints_the_answer_as_it_came(server_url):
@@ -103,7 +117,8 @@ def test_client_sends_a_photo_of_your_own_digit_and_shows_what_the_model_saw(ser
     assert not seen[0].strip() and not seen[-1].strip()  # MNIST's empty margin: the digit is centred
     answer = json.loads(lines[29])
     assert answer["predicted_digit"] == 4 and "input" not in answer
-    assert lines[30] == f"the model reads 4, {100 * answer['confidence']:.2f}% sure"
+    assert lines[30].startswith("the model reads 4, ") and lines[30].endswith(" sure")
+    assert says_how_sure(lines[30].split(", ")[1].removesuffix(" sure"), answer["confidence"])
 
 
 def test_client_says_in_one_line_when_the_picture_is_not_a_digit(server_url, tmp_path):
