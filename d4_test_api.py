@@ -51,7 +51,9 @@ def send_picture(path: Path, url: str, typed: str, timeout: float, raw: bool) ->
     except OSError as error:
         sys.exit(f"error: cannot read --image {path}: {error.strerror}")
     with one_line_errors(url, timeout):
-        r = checked(requests.post(url, files={"file": (path.name, picture)}, timeout=timeout), typed)
+        # return_input: the answer also holds the 28x28 the model saw, which is printed below.
+        r = checked(requests.post(url, params={"return_input": "true"}, files={"file": (path.name, picture)},
+                                  timeout=timeout), typed)  # fmt: skip
     answer = r.json()
     if raw:
         print(json.dumps(answer))
@@ -69,8 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:
         sys.exit(f"error: {error}")
     if args.image:
-        image_url = predict_url(args.url, "/predict/image") + "?return_input=true"
-        send_picture(args.image, image_url, args.url, args.timeout, args.json)
+        send_picture(args.image, predict_url(args.url, "/predict/image"), args.url, args.timeout, args.json)
         return
 
     # The notes' datasets.MNIST(root="data", train=False, download=True, transform=transforms.ToTensor());

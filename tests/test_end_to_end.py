@@ -103,12 +103,13 @@ def test_client_without_mnist_or_network_sends_the_shipped_test_digits_and_says_
     assert not data_dir.exists()  # the failed download left nothing behind
 
 
-def test_client_sends_a_photo_of_your_own_digit_and_shows_what_the_model_saw(server_url, tmp_path):
+@pytest.mark.parametrize("query", ["", "/?k=1"])
+def test_client_sends_a_photo_of_your_own_digit_and_shows_what_the_model_saw(server_url, tmp_path, query):
     photo = tmp_path / "my_digit.jpg"
     paper = Image.new("RGB", (640, 480), (228, 222, 208))  # a phone photo: warm paper, blue ink, off centre
     paper.paste((40, 40, 90), (300, 150), ImageOps.invert(drawn(4).resize((240, 240))))
     photo.write_bytes(encode(paper, "JPEG", quality=85))
-    result = run_client("--url", server_url, "--image", str(photo))
+    result = run_client("--url", server_url + query, "--image", str(photo))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "the model saw (my_digit.jpg prepared as MNIST's 28x28):"
