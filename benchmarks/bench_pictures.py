@@ -1,4 +1,4 @@
-"""Send the pictures that cost the most memory to decode to our API in the shape of a Render free instance.
+"""Send the pictures that cost the most memory to decode to the API in the shape of a Render free instance.
 
     python benchmarks/bench_pictures.py --server-python .venv-render/bin/python   # the deploy's packages
 

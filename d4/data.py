@@ -1,4 +1,4 @@
-"""MNIST as whole tensors: torchvision downloads and parses the files, we keep the arrays.
+"""MNIST as whole tensors: torchvision downloads and parses the files; the arrays are kept.
 
 The course notes read MNIST through `datasets.MNIST(..., transform=ToTensor())`, which turns
 each image from PIL into a tensor every time it is fetched: most of the notes' training time.

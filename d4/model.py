@@ -27,7 +27,7 @@ LABELS = tuple(str(digit) for digit in range(10))  # class index i is the digit 
 class TinyCNN(nn.Module):
     """Two 3x3 conv blocks (1->8->16 channels, each halving 28x28), then a 784->64->10 MLP.
 
-    The notes compute each block as conv -> ReLU -> 2x2 max-pool; we compute conv -> max-pool
+    The notes compute each block as conv -> ReLU -> 2x2 max-pool; TinyCNN computes conv -> max-pool
     -> ReLU. ReLU never changes which of four values is largest, so the outputs, gradients and
     weights are the same, and ReLU runs on a quarter of the values (training steps ~20% faster).
     """

@@ -29,13 +29,14 @@ MAX_IMAGE_PIXELS = 4096 * 4096
 WORKING_SIDE = 1024  # larger images are shrunk first: cropping and centring need no more detail
 REDUCE_BAND_ROWS = 64  # rows of the shrunk picture made at a time: 4 MiB of a 4096x4096 RGBA one
 # Decoding one picture may take this much memory at its peak; one is decoded at a time. Measured
-# at the pixel limit: 81 MB for an RGBA PNG, 98 MB for a progressive JPEG, 31 MB for a palette
-# GIF; a WebP needs more past 8.4 million pixels. With the server itself and the uploads waiting
-# (d4/image_endpoint.py), a 512 MB instance peaked at 265 MB (benchmarks/bench_pictures.py).
+# at the pixel limit (2-core AMD EPYC VM, 2026-12-02; docs/SECURITY.md#memory): 81 MB for an RGBA
+# PNG, 98 MB for a progressive JPEG, 31 MB for a palette GIF; a WebP needs more past 8.4 million
+# pixels. With the server itself and the uploads waiting (d4/image_endpoint.py), a 512 MB instance
+# peaked at 265 MB (benchmarks/bench_pictures.py).
 MAX_DECODE_BYTES = 128 * 2**20
 # Below this share of the ink's contrast a pixel counts as paper: JPEG noise, shadows, dust.
 NOISE_LEVEL = 0.2
-MIN_CONTRAST = 32  # grey levels between the mean paper and the mean ink below which we call the image blank
+MIN_CONTRAST = 32  # grey levels between the mean paper and the mean ink below which the image is called blank
 # Paper is the tone that most of the border shows, unless the border is this close to half and
 # half (a digit cropped tightly to its ink): then ink is the tone that covers less of the picture.
 BORDER_TIE = 0.1
@@ -144,7 +145,7 @@ def _opened(data: bytes) -> Image.Image:
     except Image.DecompressionBombError:  # Pillow's own limit, far above ours
         raise ImageTooLarge(f"the image has too many pixels; the limit is {MAX_IMAGE_PIXELS:,}") from None
     except Exception:  # Pillow raises many types for bytes it cannot read; all mean the same here
-        raise ImageRejected(f"the file is not an image in a format we open; send one of {SEND_ONE_OF}") from None
+        raise ImageRejected(f"the file is not an image in a format the API opens; send one of {SEND_ONE_OF}") from None
     width, height = image.size
     if width * height > MAX_IMAGE_PIXELS:
         raise ImageTooLarge(f"the image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS:,} pixels")

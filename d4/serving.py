@@ -31,7 +31,7 @@ class ServerState(TypedDict):
     predictor: BatchingPredictor
     model_card: ModelCard
     # Decoding one picture takes up to MAX_DECODE_BYTES (128 MiB) at its peak; a 4096x4096 RGBA PNG
-    # measured 81 MB (d4/preprocess.py). One at a time keeps a 512 MB instance safe.
+    # measured 81 MB (2026-12-02, d4/preprocess.py). One at a time keeps a 512 MB instance safe.
     image_workers: anyio.CapacityLimiter
 
 

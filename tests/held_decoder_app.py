@@ -1,4 +1,4 @@
-"""Our API with three routes more, for tests on a real server: hold the picture decoder, see who waits, release it.
+"""The API with three routes more, for tests on a real server: hold the picture decoder, see who waits, release it.
 
     uvicorn held_decoder_app:app --app-dir tests
 

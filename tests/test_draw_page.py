@@ -350,8 +350,8 @@ def test_the_page_is_usable_from_the_keyboard(device: Page):
     assert device.evaluate("document.activeElement.dataset.layer + document.activeElement.dataset.index") == "conv10"
 
 
-# What the trainer counts on the shipped weights over the tests' 300 MNIST test digits: conv2's filters 15
-# and 16 never fire (d4.report.filters_firing).
+# A training record's filter counts (d4.report.filters_firing), given to the page in place of the served
+# record's: in it conv2's filters 15 and 16 never fire.
 FILTERS_FIRING = {"conv1": [300] * 8, "conv2": [300] * 14 + [0, 0], "of": 300}
 
 

@@ -119,7 +119,7 @@ def test_the_deploy_gives_back_what_decoding_a_large_picture_took():
             answer = requests.post(f"{url}/predict/image", files={"file": ("seven", data)}, timeout=60)
             assert answer.status_code == 200
         grown = resident_mib(server.pid) - before
-    # Each decode touches 64 MiB or more; glibc's default thresholds kept ~60 MiB of it resident.
+    # Each decode touches 64 MiB or more; glibc's default thresholds kept ~60 MiB of it resident (2026-12-02).
     assert grown < 32, f"{grown:.0f} MiB still resident"
 
 
