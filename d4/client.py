@@ -20,7 +20,6 @@ from d4.data import MnistUnavailable, mnist_dataset
 # 300 real MNIST test digits ship with the repository (the tests' fixture), so that the client
 # works on a machine with no copy of MNIST and no network.
 SHIPPED_DIGITS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mnist"
-SHIPPED_DIGITS_COUNT = 300
 HOST_NAME = re.compile(r"[a-z0-9.-]+")  # urlsplit lowercases it; an IPv6 address (with ":") is also allowed
 INK_LEVELS = " .:-=+*#%@"  # from paper (0.0) to full ink (1.0), for the picture the model saw
 
@@ -30,14 +29,13 @@ def mnist_test_digits(data_dir: str, transform) -> Dataset:
     try:
         return mnist_dataset(data_dir, train=False, transform=transform)
     except MnistUnavailable:
-        where = Path(data_dir) / "MNIST" / "raw"
-        shipped = os.path.relpath(SHIPPED_DIGITS)
+        shipped = mnist_dataset(SHIPPED_DIGITS, train=False, transform=transform)
         print(
-            f"note: MNIST is not in {where} and could not be downloaded: sending one of the "
-            f"{SHIPPED_DIGITS_COUNT} MNIST test digits that ship in {shipped}",
+            f"note: MNIST is not in {Path(data_dir) / 'MNIST' / 'raw'} and could not be downloaded: sending one of "
+            f"the {len(shipped)} MNIST test digits that ship in {os.path.relpath(SHIPPED_DIGITS)}",
             file=sys.stderr,
         )
-        return mnist_dataset(SHIPPED_DIGITS, train=False, transform=transform)
+        return shipped
 
 
 def predict_url(url: str, endpoint: str = "/predict") -> str:
