@@ -46,7 +46,6 @@ class ExplainTooLarge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _declared_size(scope)
         received = 0
         replaced = False
 
@@ -60,7 +59,7 @@ class ExplainTooLarge:
             nonlocal replaced
             if message["type"] == "http.response.start" and message["status"] == 413:
                 limit = scope.get(MAX_BODY_SIZE_SCOPE_KEY)
-                if limit is not None and max(declared, received) > limit:
+                if limit is not None and max(_declared_size(scope), received) > limit:
                     replaced = True
                     await _send_problem(send, limit, scope["path"])
                     return

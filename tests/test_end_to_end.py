@@ -10,10 +10,7 @@ import requests
 from PIL import Image, ImageOps
 
 from conftest import FIXTURE_MNIST, drawn, encode, run_script, script_env, uvicorn_server
-from d4.data import load_mnist
 from d4.model import to_model_input
-
-FIXTURE_IMAGES, FIXTURE_LABELS = load_mnist(FIXTURE_MNIST, train=False)
 
 
 def says_how_sure(text: str, confidence: float) -> bool:
@@ -28,9 +25,10 @@ def says_how_sure(text: str, confidence: float) -> bool:
     )
 
 
-def fixture_digit(index: int) -> list[list[float]]:
-    """A shipped test digit as the client sends it: 28 rows of 28 grey levels in 0..1."""
-    return to_model_input(FIXTURE_IMAGES[index : index + 1])[0, 0].tolist()
+def asked_directly(server_url: str, images, index: int) -> dict:
+    """The API's own answer for a shipped test digit, asked without the client."""
+    pixels = to_model_input(images[index : index + 1])[0, 0].tolist()
+    return requests.post(f"{server_url}/predict", json={"pixels": pixels}, timeout=10).json()
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +41,10 @@ def run_client(*args: str, **env: str):
     return run_script("d4_test_api.py", "--data-dir", str(FIXTURE_MNIST), *args, env=script_env(**env), timeout=120)
 
 
-def test_client_posts_test_digit_0_and_prints_the_answer_rounded_and_whether_it_was_right(server_url):
+def test_client_posts_test_digit_0_and_prints_the_answer_rounded_and_whether_it_was_right(
+    server_url, fixture_test_digits
+):
+    images, _ = fixture_test_digits
     result = run_client("--url", f"{server_url}/predict")
     assert result.returncode == 0, result.stderr
     actual_line, json_line, verdict = result.stdout.strip().splitlines()
@@ -53,32 +54,34 @@ def test_client_posts_test_digit_0_and_prints_the_answer_rounded_and_whether_it_
     assert len(answer["probabilities"]) == 10
     assert all(round(p, 4) == p for p in answer["probabilities"])  # rounded for reading
     assert sum(answer["probabilities"]) == pytest.approx(1, abs=1e-3)
-    exact = requests.post(f"{server_url}/predict", json={"pixels": fixture_digit(0)}, timeout=10).json()["confidence"]
+    exact = asked_directly(server_url, images, 0)["confidence"]
     assert re.fullmatch(r"right: the model reads 7, \S+ sure", verdict)
     assert says_how_sure(verdict.split(", ")[1].removesuffix(" sure"), exact)
 
 
-def test_client_json_prints_the_answer_as_it_came(server_url):
+def test_client_json_prints_the_answer_as_it_came(server_url, fixture_test_digits):
+    images, _ = fixture_test_digits
     result = run_client("--url", server_url, "--json")
     assert result.returncode == 0, result.stderr
     actual_line, json_line = result.stdout.strip().splitlines()
     answer = json.loads(json_line)
-    direct = requests.post(f"{server_url}/predict", json={"pixels": fixture_digit(0)}, timeout=10).json()
+    direct = asked_directly(server_url, images, 0)
     assert actual_line == "actual: 7" and answer == direct
 
 
-def test_client_says_when_the_model_is_wrong(server_url):
+def test_client_says_when_the_model_is_wrong(server_url, fixture_test_digits):
+    images, labels = fixture_test_digits
     # Find a shipped test digit the shipped model gets wrong through the API, then ask the client about it.
     for index in range(300):
-        answer = requests.post(f"{server_url}/predict", json={"pixels": fixture_digit(index)}, timeout=10).json()
-        if answer["predicted_digit"] != FIXTURE_LABELS[index]:
+        answer = asked_directly(server_url, images, index)
+        if answer["predicted_digit"] != labels[index]:
             break
     else:
         pytest.skip("the shipped model reads all 300 fixture digits right")
     result = run_client("--url", server_url, "--index", str(index))
     verdict = result.stdout.strip().splitlines()[-1]
     assert verdict.startswith(f"wrong: the model reads {answer['predicted_digit']} (")
-    assert verdict.endswith(f"% sure), the digit is {FIXTURE_LABELS[index]}")
+    assert verdict.endswith(f"% sure), the digit is {labels[index]}")
 
 
 def test_client_takes_base_url_from_env_and_another_index(server_url):
