@@ -39,14 +39,18 @@ class BodyRequest(Request):
 
     async def stream(self) -> AsyncGenerator[bytes, None]:
         content_type, options = parse_options_header(self.headers.get("content-type", ""))
-        closing = b"--" + options.get(b"boundary", b"") + b"--"
+        if content_type != b"multipart/form-data" or b"boundary" not in options:  # JSON: nothing to check
+            async for chunk in super().stream():
+                yield chunk
+            return
+        closing = b"--" + options[b"boundary"] + b"--"
         closed, tail = False, b""
         async for chunk in super().stream():
             recent = tail + chunk  # the closing boundary may straddle two chunks
             closed = closed or closing in recent
             tail = recent[-len(closing) :]
             yield chunk
-        if content_type == b"multipart/form-data" and b"boundary" in options and not closed:
+        if not closed:
             raise HTTPException(400, "the multipart upload is incomplete: it ends before its closing boundary")
 
 
