@@ -109,6 +109,22 @@ def test_ones_stretched_to_fill_their_box_keep_no_flag(fixture_pixels, monkeypat
     flagged = (augment._random_flags(pixels, draw, ~filling) != pixels).flatten(1).any(dim=1)
     assert not flagged[filling].any()
     assert flagged[~filling & (labels == 1)].float().mean() > 0.8
+    # distort() itself keeps the digits it stretches out of the flags: the two choices are each other's opposite.
+    chosen = {}
+    flags, fill = augment._random_flags, augment._random_fill
+
+    def recording_flags(pixels, draw, allowed):
+        chosen["flag"] = allowed
+        return flags(pixels, draw, allowed)
+
+    def recording_fill(pixels, filling):
+        chosen["fill"] = filling
+        return fill(pixels, filling)
+
+    monkeypatch.setattr(augment, "_random_flags", recording_flags)
+    monkeypatch.setattr(augment, "_random_fill", recording_fill)
+    distort(pixels, torch.Generator().manual_seed(0))
+    assert torch.equal(chosen["flag"], ~chosen["fill"]) and chosen["fill"].any()
 
 
 def test_flags_go_on_ones_only_from_the_top_of_the_stem_to_the_left(fixture_pixels, monkeypatch):
