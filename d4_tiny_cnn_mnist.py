@@ -15,13 +15,16 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
+from torch.utils.data import DataLoader
+from torchvision import transforms
 
 from d4.augment import distort
-from d4.data import MnistUnavailable, batches, mnist_tensors
+from d4.data import BatchOrder, MnistUnavailable, mnist_tensors
 from d4.model import TinyCNN
 from d4.report import REPORT_NAME, confusion_matrix, draw_report, filters_firing, write_record
-from d4.training import make_scheduler, pick_device, run_record, save_weights
+from d4.training import make_scheduler, pick_device, progress_bar, run_record, save_weights, show
+
+NOTES_RECIPE = "--batch-size 64 --lr 0.001 --schedule constant"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,25 +32,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Train TinyCNN on MNIST and save its weights.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--epochs", type=positive, default=2, help="passes over the 60,000 training images")
-    parser.add_argument("--batch-size", type=positive, default=256, help="images per optimiser step")
-    parser.add_argument("--lr", type=float, default=0.02, help="learning rate (the peak one with --schedule onecycle)")
-    parser.add_argument(
+    add = parser.add_argument
+    add("--epochs", type=positive, default=2, help="passes over the 60,000 training images")
+    add("--batch-size", type=positive, default=256, help="images per optimiser step")
+    add("--lr", type=float, default=0.02, help="learning rate; with onecycle, its peak")
+    add(
         "--schedule",
         choices=["onecycle", "constant"],
         default="onecycle",
-        help="learning-rate schedule; the notes' recipe is --batch-size 64 --lr 0.001 --schedule constant",
+        help=f"how the learning rate changes; the notes' recipe is {NOTES_RECIPE}",
     )
-    parser.add_argument(
+    add(
         "--augment",
         action="store_true",
-        help="distort each training batch like other people's handwriting (slant, wobble, pen width, coarse scans)",
+        help="distort each batch like other people's writing: slant, wobble, pen, coarse scans",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for the initial weights, shuffling and distortions")
-    parser.add_argument("--data-dir", default="data", help="MNIST root: MNIST/raw/ is read or downloaded here")
-    parser.add_argument("--out", type=Path, default=Path("d4_cnn.pt"), help="where to save the trained weights")
-    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), or a torch device name")
-    parser.add_argument("--no-plot", action="store_true", help=f"neither draw {REPORT_NAME} nor show the example digit")
+    add("--seed", type=int, default=0, help="seed for the weights, the shuffle and distortions")
+    add("--data-dir", default="data", help="MNIST root: MNIST/raw/ is read or downloaded here")
+    add("--out", type=Path, default=Path("d4_cnn.pt"), help="where to save the trained weights")
+    add("--device", default="auto", help="auto (cuda, then mps, then cpu), or a device name")
+    add("--no-plot", action="store_true", help=f"neither draw {REPORT_NAME} nor show the example")
     return parser.parse_args(argv)
 
 
@@ -58,122 +62,102 @@ def positive(text: str) -> int:
     return number
 
 
-def train(model, train_loader, loss_fn, optimizer, scheduler, generator, augment, epoch) -> tuple[float, float]:
-    """One pass over the training batches, as in the notes; returns (total_loss, accuracy)."""
-    model.train()
-    # The notes add loss.item() and the correct count each step; kept on the device instead,
-    # so a GPU never waits for the host inside the epoch.
-    device = next(model.parameters()).device
-    total_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    total = 0
-    with tqdm(total=len(train_loader), desc=f"epoch {epoch}", leave=False, disable=None) as progress:
-        for X, Y in train_loader:
-            # The notes' X = X.to(device); Y = Y.to(device): train_data already lives on the device.
-            if augment:
-                X = distort(X, generator)  # d4/augment.py: slant, wobble, pen width, coarse scans
-            logits = model(X)
-            loss = loss_fn(logits, Y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()  # not in the notes: the learning rate follows --schedule
-            total_loss += loss.detach()
-            pred = logits.argmax(dim=1)
-            correct += (pred == Y).sum()
-            total += Y.size(0)
-            progress.update()
-    return total_loss.item(), correct.item() / total
-
-
-def test(model, test_loader) -> tuple[float, torch.Tensor]:
-    """The notes' test pass: accuracy on unseen digits; also every digit's probabilities, for the report."""
-    model.eval()
-    correct = 0
-    total = 0
-    probabilities = []
-    with torch.no_grad():
-        for X, Y in test_loader:
-            logits = model(X)
-            pred = logits.argmax(dim=1)
-            correct += (pred == Y).sum().item()
-            total += Y.size(0)
-            probabilities.append(logits.softmax(dim=1))
-    return correct / total, torch.cat(probabilities)
-
-
-def show_example(X_sample: torch.Tensor, Y_sample: int, pred: int, example_path: Path) -> None:
-    """The notes' last step: one test digit titled with its labels; without a display, saved instead of shown."""
-    import matplotlib.pyplot as plt  # imported here: --no-plot runs never pay for it
-    from matplotlib.backends import BackendFilter, backend_registry
-
-    plt.figure(figsize=(3, 3.3))
-    plt.imshow(X_sample.squeeze().cpu(), cmap="gray")
-    plt.title(f"actual={Y_sample}, predicted={pred}")
-    plt.axis("off")
-    # Without a display (a server, CI) matplotlib falls back to Agg, where show() does nothing.
-    if plt.get_backend().lower() in backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE):
-        plt.savefig(example_path, bbox_inches="tight")
-        print(f"no display: saved the example digit to {example_path}")
-    else:
-        plt.show()  # the example and the training report, each in its window
-    plt.close("all")
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     device = pick_device(args.device)
     print(f"device: {device}")
-    # Late in the schedule, tiny gradients turn into denormal floats, which x86 CPUs handle
-    # many times slower; flushing them to zero changes no printed digit and saves ~10%.
+    # Late in training some numbers get so tiny that x86 CPUs slow down on them; rounding
+    # them to zero changes no printed digit and saves time (docs/performance.md).
     torch.set_flush_denormal(True)
 
-    # Data. The notes' transform = transforms.ToTensor() converted each image every time it was
-    # fetched; mnist_tensors converts each split once to the same tensors, on the device.
+    # Data
+    transform = transforms.ToTensor()
     try:
-        train_data = mnist_tensors(args.data_dir, train=True, device=device)
-        test_data = mnist_tensors(args.data_dir, train=False, device=device)
+        # The notes' datasets.MNIST(root="data", ..., transform=transform) runs the transform on
+        # each image every time it is fetched; mnist_tensors runs it once on all of them and
+        # keeps the result on the device (d4/data.py).
+        train_data = mnist_tensors(args.data_dir, train=True, transform=transform, device=device)
+        test_data = mnist_tensors(args.data_dir, train=False, transform=transform, device=device)
     except MnistUnavailable as error:
         sys.exit(f"error: {error}")
-    generator = torch.Generator().manual_seed(args.seed)  # --seed decides the shuffle and the distortions
-    # The notes' DataLoader(train_data, batch_size=64, shuffle=True) fetches 64 samples one by one
-    # and stacks them; batches() fetches each batch with one indexing, in the same shuffled order.
-    train_loader = batches(train_data, args.batch_size, shuffle=True, generator=generator)
-    # The notes' test_loader has batches of 64; with no gradients to keep, 1000 a batch is faster.
-    test_loader = batches(test_data, 1000, shuffle=False)
+    generator = torch.Generator().manual_seed(args.seed)  # --seed decides shuffle and distortions
+    # The notes' DataLoader(train_data, batch_size=64, shuffle=True) fetches a batch's images one
+    # by one and stacks them; BatchOrder hands the loader a whole shuffled batch of indices,
+    # fetched with one indexing (d4/data.py).
+    train_order = BatchOrder(len(train_data), args.batch_size, shuffle=True, generator=generator)
+    train_loader = DataLoader(train_data, sampler=train_order, batch_size=None)
+    # The notes test 64 images at a time; with no gradients to keep, 1000 at a time is faster.
+    test_loader = DataLoader(test_data, sampler=BatchOrder(len(test_data), 1000, shuffle=False),
+                             batch_size=None)  # fmt: skip
 
-    # Model, loss function and optimizer
-    model = TinyCNN().to(device, memory_format=torch.channels_last)  # channels_last: oneDNN's faster convolutions
+    # Model, loss function and optimizer. TinyCNN is the notes' class, in d4/model.py.
+    # channels_last: the layout the CPU's convolutions run fastest on (docs/performance.md).
+    model = TinyCNN().to(device, memory_format=torch.channels_last)
     loss_fn = nn.CrossEntropyLoss()
-    # fused=True runs Adam's update as one kernel per step instead of a dozen small ones.
+    # fused=True: Adam updates all the weights in one go instead of layer by layer, faster.
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=device.type != "mps")
-    scheduler = make_scheduler(optimizer, args.lr, args.schedule, total_steps=args.epochs * len(train_loader))
+    steps = args.epochs * len(train_loader)
+    scheduler = make_scheduler(optimizer, args.lr, args.schedule, steps)  # not in the notes
 
-    # Train; after each epoch, test too (the report plots both)
+    # Train; after each epoch, test too (the notes test once, at the end; the report plots both)
     num_epochs = args.epochs
-    epochs = []
+    history = []
     try:
         for epoch in range(num_epochs):
-            total_loss, accuracy = train(
-                model, train_loader, loss_fn, optimizer, scheduler, generator, args.augment, epoch
-            )
-            print(f"epoch={epoch} loss={total_loss:.4f} accuracy={accuracy:.4f}", flush=True)
-            test_accuracy, test_probabilities = test(model, test_loader)
-            epochs.append(dict(epoch=epoch, loss=total_loss, train_accuracy=accuracy, test_accuracy=test_accuracy))
+            model.train()
+            # The notes' total_loss = 0 and correct = 0 add up .item()s, which make a GPU wait
+            # at every step; these stay on the device and are read once, after the epoch.
+            total_loss = torch.zeros((), device=device)
+            correct = torch.zeros((), dtype=torch.long, device=device)
+            total = 0
+            progress = progress_bar(len(train_loader), f"epoch {epoch}")  # not in the notes
+            for X, Y in train_loader:
+                # The notes' X = X.to(device), Y = Y.to(device): the data is already there.
+                if args.augment:
+                    X = distort(X, generator)  # d4/augment.py: slant, wobble, pen, coarse scans
+                logits = model(X)
+                loss = loss_fn(logits, Y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                scheduler.step()  # not in the notes: the learning rate follows --schedule
+                total_loss += loss.detach()
+                pred = logits.argmax(dim=1)
+                correct += (pred == Y).sum()
+                total += Y.size(0)
+                progress.update()
+            progress.close()
+            accuracy = correct.item() / total
+            print(f"epoch={epoch} loss={total_loss.item():.4f} accuracy={accuracy:.4f}", flush=True)
+
+            model.eval()
+            correct = 0
+            total = 0
+            probabilities = []  # not in the notes: every test digit's, for the report
+            with torch.no_grad():
+                for X, Y in test_loader:
+                    logits = model(X)
+                    pred = logits.argmax(dim=1)
+                    correct += (pred == Y).sum().item()
+                    total += Y.size(0)
+                    probabilities.append(logits.softmax(dim=1))
+            test_accuracy = correct / total
+            history.append(dict(epoch=epoch, loss=total_loss.item(), train_accuracy=accuracy,
+                                test_accuracy=test_accuracy))  # fmt: skip
     except KeyboardInterrupt:
         sys.exit(f"interrupted: {args.out} left unchanged")
 
     # Test: the last epoch's pass over the test set is the trained model's
     print(f"test accuracy={test_accuracy:.4f}")
 
-    # Save the weights (the notes' section 4.2 loads them), then the record of how they were made
-    save_weights(model, args.out)
+    # Save the weights (the notes' section 4.2 loads them), then how they were made
+    save_weights(model, args.out)  # the notes never call torch.save; d4/training.py does
     print(f"saved weights to {args.out}")
-    test_labels = test_data.tensors[1]
-    confusion = confusion_matrix(test_labels, test_probabilities.argmax(dim=1))
-    record = run_record(args, sys.argv[1:] if argv is None else argv, device, epochs, confusion)
-    record["filters_firing"] = filters_firing(model, test_data)  # how many test digits light each filter
+    test_probabilities = torch.cat(probabilities)
+    confusion = confusion_matrix(test_data.tensors[1], test_probabilities.argmax(dim=1))
+    record = run_record(args, sys.argv[1:] if argv is None else argv, device, history, confusion)
+    record["filters_firing"] = filters_firing(model, test_data)  # test digits lighting each filter
     print(f"saved the training record to {write_record(args.out, record)}")
 
     # Show one prediction
@@ -181,12 +165,19 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         logits = model(X_sample.unsqueeze(0))  # the notes' .to(device): X_sample is already there
     pred = logits.argmax(dim=1).item()
-    print(f"test digit 0: actual={Y_sample.item()}, predicted={pred}")
     if not args.no_plot:
         report_path = args.out.with_name(REPORT_NAME)
-        draw_report(epochs, confusion, test_data, test_probabilities).savefig(report_path)
+        draw_report(history, confusion, test_data, test_probabilities).savefig(report_path)
         print(f"saved the training report to {report_path}")
-        show_example(X_sample, Y_sample.item(), pred, args.out.with_name("d4_example.png"))
+        import matplotlib.pyplot as plt  # imported here: --no-plot runs never load it
+
+        example = plt.figure(figsize=(3, 3.3))
+        plt.imshow(X_sample.squeeze().cpu(), cmap="gray")
+        plt.title(f"actual={Y_sample.item()}, predicted={pred}")
+        plt.axis("off")
+    print(f"test digit 0: actual={Y_sample.item()}, predicted={pred}")
+    if not args.no_plot:
+        show(example, args.out.with_name("d4_example.png"))  # d4/training.py: or saved, no display
 
 
 if __name__ == "__main__":

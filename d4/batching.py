@@ -29,7 +29,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from d4.model import IMAGE_SIZE, explain_image
+from d4.explain import explain_image
+from d4.model import IMAGE_SIZE
 
 PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
 
@@ -86,7 +87,7 @@ class BatchingPredictor:
         return await self._ask(pixels, explain=False)
 
     async def explanation(self, pixels: array) -> dict:
-        """For one image: its values after each layer, and its saliency (see d4.model.explain_image)."""
+        """For one image: its values after each layer, and its saliency (see d4.explain.explain_image)."""
         return await self._ask(pixels, explain=True)
 
     async def _ask(self, pixels: array, explain: bool):

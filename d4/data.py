@@ -2,19 +2,18 @@
 
 The course notes read MNIST through `datasets.MNIST(..., transform=ToTensor())`, which turns
 each image from PIL into a tensor every time it is fetched: most of the notes' training time.
-Here each split is converted once, to the same [1, 28, 28] tensors in 0..1, and kept on the
-training device as a `TensorDataset`; a `DataLoader` then fetches a whole batch with one
-indexing (`batches`). `test_data[0]` still gives `(X, Y)` as in the notes.
+Here `mnist_tensors` runs the same transform once on each whole split, and keeps the
+[1, 28, 28] tensors in 0..1 on the training device as a `TensorDataset`; a `DataLoader` with
+a `BatchOrder` sampler then fetches a whole batch with one indexing. `test_data[0]` still
+gives `(X, Y)` as in the notes.
 """
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Sampler, TensorDataset
-
-from d4.model import to_model_input
+from torch.utils.data import Sampler, TensorDataset
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -58,22 +57,31 @@ def load_mnist(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tenso
     return dataset.data, dataset.targets
 
 
-def mnist_tensors(root: str | Path, train: bool, device: torch.device) -> TensorDataset:
-    """One MNIST split as a dataset of (X (1, 28, 28) in 0..1, Y), converted once and held on `device`."""
+def mnist_tensors(root: str | Path, train: bool, transform: Callable, device: torch.device) -> TensorDataset:
+    """One MNIST split as a dataset of (X (1, 28, 28) in 0..1, Y), converted once and held on `device`.
+
+    `transform` is the notes' `transforms.ToTensor()`. It is called once, on all N images seen
+    as one picture of N channels (28, 28, N): that gives the [N, 28, 28] floats in 0..1 it gives
+    one image at a time, in one call instead of N.
+    """
     images, labels = load_mnist(root, train)
-    pixels = to_model_input(images.to(device))
-    # channels_last makes oneDNN pick its faster NHWC convolutions on the CPU.
-    return TensorDataset(pixels.contiguous(memory_format=torch.channels_last), labels.to(device))
+    pixels = transform(images.numpy().transpose(1, 2, 0)).unsqueeze(1)
+    # channels_last: the layout the CPU's convolutions run fastest on (docs/performance.md).
+    return TensorDataset(pixels.to(device, memory_format=torch.channels_last), labels.to(device))
 
 
 class BatchOrder(Sampler[torch.Tensor]):
     """Each batch's indices, as one tensor: in a new random order each epoch (shuffle), or in order.
 
+    Given as `sampler` to a DataLoader with `batch_size=None`, the loader asks the dataset for a
+    whole batch at once: no per-image fetch and no stacking, the same batches as
+    DataLoader(dataset, batch_size, shuffle) would give.
+
     The shuffled order is one torch.randperm per epoch drawn from `generator`, and nothing else
     is drawn from it, so --seed gives the same batches (and, with --augment, distortions) every run.
     """
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, generator: torch.Generator | None) -> None:
+    def __init__(self, size: int, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> None:
         self.size, self.batch_size, self.shuffle, self.generator = size, batch_size, shuffle, generator
 
     def __len__(self) -> int:
@@ -82,13 +90,3 @@ class BatchOrder(Sampler[torch.Tensor]):
     def __iter__(self) -> Iterator[torch.Tensor]:
         order = torch.randperm(self.size, generator=self.generator) if self.shuffle else torch.arange(self.size)
         return iter(order.split(self.batch_size))
-
-
-def batches(dataset: TensorDataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
-    """A DataLoader over `dataset` that batches as DataLoader(dataset, batch_size, shuffle) does, one indexing a batch.
-
-    With `batch_size=None` the loader takes each batch's indices from its sampler and asks the
-    dataset for all of them at once: no per-sample fetch and no collate.
-    """
-    order = BatchOrder(len(dataset), batch_size, shuffle, generator)
-    return DataLoader(dataset, sampler=order, batch_size=None)

@@ -1,6 +1,6 @@
 """GET /model: the network being served, its weights file, and how those weights were made.
 
-The layers come from TinyCNN itself (d4.model.architecture), in the notes' order with their
+The layers come from TinyCNN itself (`architecture` below), in the notes' order with their
 output shapes and parameter counts; the training record (d4_cnn.json, written by the trainer)
 is shown only when its sha256 says it describes these very weights. Each conv layer's learned
 kernels and biases are given too, so that a page (GET /draw) can redo a feature map's arithmetic.
@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from torch import nn
 
-from d4.model import TinyCNN, architecture
+from d4.model import IMAGE_SIZE, TinyCNN
 from d4.report import read_record, record_path, sha256
 
 router = APIRouter()
@@ -95,3 +95,25 @@ def describe(model: TinyCNN, weights: Path) -> ModelCard:
 def filters_of(conv: nn.Conv2d) -> ConvFilters:
     """A conv layer's kernels and biases as plain numbers (float32 values, exactly)."""
     return ConvFilters(weights=conv.weight.tolist(), biases=conv.bias.tolist())
+
+
+def architecture(model: TinyCNN) -> list[dict]:
+    """The layers in the notes' order, each with its output shape for one image and its number of parameters."""
+
+    def layer(name: str, operation: str, shape: list[int], module: nn.Module | None = None) -> dict:
+        parameters = sum(p.numel() for p in module.parameters()) if module is not None else 0
+        return {"name": name, "operation": operation, "output_shape": shape, "parameters": parameters}
+
+    channels, side = 1, IMAGE_SIZE
+    layers = [layer("input", "grey levels in 0..1", [channels, side, side])]
+    for name, conv in (("conv1", model.conv1), ("conv2", model.conv2)):
+        channels = conv.out_channels
+        operation = f"Conv2d {conv.in_channels}->{channels}, 3x3, padding 1, then ReLU"
+        layers.append(layer(name, operation, [channels, side, side], conv))
+        side //= 2
+        layers.append(layer("pool", "MaxPool2d 2x2", [channels, side, side]))
+    layers.append(layer("flatten", "reshape to one vector", [channels * side * side]))
+    for name, linear, then in (("fc1", model.fc1, ", then ReLU"), ("fc2", model.fc2, ": one logit per digit")):
+        operation = f"Linear {linear.in_features}->{linear.out_features}{then}"
+        layers.append(layer(name, operation, [linear.out_features], linear))
+    return layers

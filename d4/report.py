@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
+from d4.explain import feature_maps
 from d4.model import LABELS
 
 REPORT_NAME = "d4_report.png"
@@ -48,7 +49,7 @@ def filters_firing(model: torch.nn.Module, test_data: TensorDataset, batch_size:
     model.eval()
     counts = None
     for start in range(0, len(test_data), batch_size):
-        maps = model.feature_maps(test_data.tensors[0][start : start + batch_size])
+        maps = feature_maps(model, test_data.tensors[0][start : start + batch_size])
         fired = [(block.flatten(2) > 0).any(dim=2).sum(dim=0) for block in maps]  # per filter, over the batch
         counts = fired if counts is None else [total + more for total, more in zip(counts, fired, strict=True)]
     return {"conv1": counts[0].tolist(), "conv2": counts[1].tolist(), "of": len(test_data)}

@@ -17,8 +17,9 @@ from typing import TypedDict
 import anyio
 
 from d4.batching import BatchingPredictor
-from d4.model import TinyCNN, WeightsError, weights_errors_explained
+from d4.model import TinyCNN
 from d4.model_card import ModelCard, describe
+from d4.weights import WeightsError, weights_errors_explained
 
 # PyTorch sizes its thread pool from the host's cores, not the container's CPU share; one
 # thread is fastest for one small image and keeps a 0.1-CPU Render instance responsive.

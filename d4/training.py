@@ -7,9 +7,14 @@ import argparse
 import shlex
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def pick_device(requested: str) -> torch.device:
@@ -31,6 +36,11 @@ def make_scheduler(
         # Warm up to `lr`, then anneal towards zero: a large batch trains fast without diverging.
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def progress_bar(steps: int, description: str) -> tqdm:
+    """A bar that counts an epoch's steps on a terminal (none in a log) and goes once it is done."""
+    return tqdm(total=steps, desc=description, leave=False, disable=None)
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
@@ -56,3 +66,20 @@ def run_record(
         "torch": torch.__version__,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def show(example: "Figure", example_path: Path) -> None:
+    """The notes' plt.show(): the example digit and the training report, each in its window.
+
+    Without a display (a server, CI) matplotlib falls back to Agg, where show() does nothing:
+    the example is saved to `example_path` instead.
+    """
+    import matplotlib.pyplot as plt  # imported here: the API and --no-plot runs never load it
+    from matplotlib.backends import BackendFilter, backend_registry
+
+    if plt.get_backend().lower() in backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE):
+        example.savefig(example_path, bbox_inches="tight")
+        print(f"no display: saved the example digit to {example_path}")
+    else:
+        plt.show()
+    plt.close("all")

@@ -10,7 +10,8 @@ import torch
 from conftest import SHIPPED_WEIGHTS
 from d4 import batching
 from d4.batching import BatchingPredictor, PredictorStopped
-from d4.model import load_weights, to_model_input
+from d4.model import to_model_input
+from d4.weights import load_weights
 
 
 def test_waiting_requests_share_forward_passes_and_get_their_own_rows(fixture_test_digits):

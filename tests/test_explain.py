@@ -7,7 +7,9 @@ import torch
 from fastapi.testclient import TestClient
 
 from conftest import SHIPPED_WEIGHTS, drawn, encode
-from d4.model import load_weights, to_model_input
+from d4.explain import feature_maps
+from d4.model import to_model_input
+from d4.weights import load_weights
 from d4_api_mnist import app
 
 
@@ -31,7 +33,7 @@ def test_explain_returns_both_blocks_feature_maps_and_a_saliency_map_of_the_mode
     plain = client.post("/predict", json={"pixels": pixels[0, 0].tolist()}).json()
     assert {key: answer[key] for key in plain} == plain  # the answer itself does not change
     maps, saliency = answer["explanation"]["feature_maps"], torch.tensor(answer["explanation"]["saliency"])
-    block1, block2 = load_weights(SHIPPED_WEIGHTS).feature_maps(pixels)
+    block1, block2 = feature_maps(load_weights(SHIPPED_WEIGHTS), pixels)
     torch.testing.assert_close(torch.tensor(maps["conv1"]), block1[0].detach(), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(torch.tensor(maps["conv2"]), block2[0].detach(), atol=1e-5, rtol=1e-4)
     assert tuple(torch.tensor(maps["conv1"]).shape) == (8, 14, 14) and tuple(block2[0].shape) == (16, 7, 7)

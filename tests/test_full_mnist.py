@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 
 from conftest import run_script, script_env
 from d4.data import load_mnist
-from d4.model import load_weights, to_model_input
+from d4.model import to_model_input
+from d4.weights import load_weights
 
 MNIST_ROOT = os.environ.get("D4_MNIST_ROOT")
 pytestmark = pytest.mark.skipif(not MNIST_ROOT, reason="set D4_MNIST_ROOT to a folder holding MNIST/raw/")

@@ -6,7 +6,8 @@ from torch import nn
 from torchvision import datasets, transforms
 
 from conftest import FIXTURE_MNIST, old_layout_state_dict
-from d4.model import LABELS, TinyCNN, WeightsError, load_weights, to_model_input
+from d4.model import LABELS, TinyCNN, to_model_input
+from d4.weights import WeightsError, load_weights
 
 NOTES_KEYS = [f"{layer}.{kind}" for layer in ("conv1", "conv2", "fc1", "fc2") for kind in ("weight", "bias")]
 

@@ -24,7 +24,8 @@ from conftest import (
     uvicorn_process,
     uvicorn_server,
 )
-from d4.model import TinyCNN, load_weights, to_model_input
+from d4.model import TinyCNN, to_model_input
+from d4.weights import load_weights
 from notes_model import TinyCNN as NotesTinyCNN
 
 CLIENT_INDICES = (0, 1, 2, 3, 4)

@@ -8,22 +8,34 @@ import shlex
 import pytest
 import torch
 from PIL import Image
-from torch import nn
+from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 import d4_tiny_cnn_mnist as trainer
 from conftest import FIXTURE_MNIST, run_script, script_env
-from d4.data import MNIST_FILES, batches, mnist_tensors
-from d4.model import TinyCNN, load_weights
+from d4.data import MNIST_FILES, BatchOrder, mnist_tensors
+from d4.explain import feature_maps
+from d4.model import TinyCNN
 from d4.report import confusion_matrix
+from d4.weights import load_weights
 
 CPU = torch.device("cpu")
+TO_TENSOR = transforms.ToTensor()
+
+
+def fixture_split(train: bool):
+    return mnist_tensors(str(FIXTURE_MNIST), train=train, transform=TO_TENSOR, device=CPU)
+
+
+def loader(data, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+    """The trainer's loaders: a DataLoader that takes each batch's indices from BatchOrder."""
+    return DataLoader(data, sampler=BatchOrder(len(data), batch_size, shuffle, generator), batch_size=None)
 
 
 @pytest.mark.parametrize("train", [True, False])
 def test_fast_loader_yields_exactly_the_notes_datasets_pixels_and_labels(train):
-    """mnist_tensors and batches() stand for the notes' ToTensor() dataset and DataLoader: same (X, Y), every one."""
-    data = mnist_tensors(str(FIXTURE_MNIST), train=train, device=CPU)
+    """mnist_tensors and BatchOrder stand for the notes' ToTensor() dataset and DataLoader: same (X, Y), every one."""
+    data = fixture_split(train=train)
     reference = datasets.MNIST(FIXTURE_MNIST, train=train, transform=transforms.ToTensor())
     assert len(data) == len(reference)
     for i in range(len(reference)):
@@ -31,15 +43,15 @@ def test_fast_loader_yields_exactly_the_notes_datasets_pixels_and_labels(train):
         image, label = reference[i]
         assert X.shape == (1, 28, 28) and torch.equal(X, image)
         assert Y.item() == label
-    loaded = list(batches(data, 64, shuffle=False))
+    loaded = list(loader(data, 64, shuffle=False))
     assert [len(Y) for _, Y in loaded] == [64] * (len(data) // 64) + [len(data) % 64]
     assert torch.equal(torch.cat([X for X, _ in loaded]), data.tensors[0])
 
 
 def test_shuffled_batches_show_every_image_once_per_epoch_in_a_new_order():
-    data = mnist_tensors(str(FIXTURE_MNIST), train=True, device=CPU)
-    loader = batches(data, 64, shuffle=True, generator=torch.Generator().manual_seed(0))
-    epochs = [torch.cat([Y for _, Y in loader]) for _ in range(2)]
+    data = fixture_split(train=True)
+    batches = loader(data, 64, shuffle=True, generator=torch.Generator().manual_seed(0))
+    epochs = [torch.cat([Y for _, Y in batches]) for _ in range(2)]
     for labels in epochs:
         assert sorted(labels.tolist()) == sorted(data.tensors[1].tolist())
     assert not torch.equal(epochs[0], epochs[1])
@@ -61,21 +73,23 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path, c
     assert runs[1] == runs[2] != runs[3]
 
 
-def run_one_epoch(lr: float, schedule: str, batch_size: int) -> tuple[list[float], int]:
-    """Train one epoch on the fixture; return the learning rate seen at each step and the step count."""
-    train_loader = batches(mnist_tensors(str(FIXTURE_MNIST), train=True, device=CPU), batch_size, shuffle=True)
-    model = TinyCNN()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = trainer.make_scheduler(optimizer, lr, schedule, total_steps=len(train_loader))
-    seen = []
-    optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
-    trainer.train(model, train_loader, nn.CrossEntropyLoss(), optimizer, scheduler, torch.Generator(), False, 0)
-    return seen, len(train_loader)
+def learning_rates_through_main(monkeypatch, tmp_path, *flags: str) -> list[float]:
+    """Run main() on the fixture; return the learning rate of each optimiser step it took."""
+    learning_rates = []
+    make_scheduler = trainer.make_scheduler
+
+    def recording_scheduler(optimizer, *args, **kwargs):
+        optimizer.register_step_pre_hook(lambda opt, *_: learning_rates.append(opt.param_groups[0]["lr"]))
+        return make_scheduler(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "make_scheduler", recording_scheduler)
+    train_on_fixture(tmp_path, *flags)
+    return learning_rates
 
 
 def test_the_notes_recipe_through_main_trains_shuffled_batches_of_64_at_a_constant_lr_0_001(tmp_path, monkeypatch):
     """`--batch-size 64 --lr 0.001 --schedule constant` as a user runs it: what main() really feeds the optimiser."""
-    seen_batches, learning_rates = [], []
+    seen_batches = []
 
     class RecordingTinyCNN(TinyCNN):
         def forward(self, pixels):
@@ -83,27 +97,23 @@ def test_the_notes_recipe_through_main_trains_shuffled_batches_of_64_at_a_consta
                 seen_batches.append(pixels.detach().clone())
             return super().forward(pixels)
 
-    def recording_scheduler(optimizer, *args, **kwargs):
-        optimizer.register_step_pre_hook(lambda opt, *_: learning_rates.append(opt.param_groups[0]["lr"]))
-        return make_scheduler(optimizer, *args, **kwargs)
-
-    make_scheduler = trainer.make_scheduler
     monkeypatch.setattr(trainer, "TinyCNN", RecordingTinyCNN)
-    monkeypatch.setattr(trainer, "make_scheduler", recording_scheduler)
-    train_on_fixture(tmp_path, "--batch-size", "64", "--lr", "0.001", "--schedule", "constant")
+    learning_rates = learning_rates_through_main(
+        monkeypatch, tmp_path, "--batch-size", "64", "--lr", "0.001", "--schedule", "constant"
+    )
 
     assert [len(batch) for batch in seen_batches] == [64, 64, 64, 8] * 2  # 200 fixture images, 2 epochs
     assert learning_rates == [0.001] * 8
-    pixels = mnist_tensors(str(FIXTURE_MNIST), train=True, device=CPU).tensors[0]
+    pixels = fixture_split(train=True).tensors[0]
     every_image = sorted(pixels.flatten(1).sum(dim=1).tolist())
     for epoch in (seen_batches[:4], seen_batches[4:]):  # each epoch shows every image once, in a new order
         assert sorted(torch.cat(epoch).flatten(1).sum(dim=1).tolist()) == pytest.approx(every_image)
     assert not torch.equal(torch.cat(seen_batches[:4]), torch.cat(seen_batches[4:]))
 
 
-def test_default_schedule_is_one_cycle_peaking_at_lr():
+def test_default_schedule_is_one_cycle_peaking_at_lr(tmp_path, monkeypatch):
     args = trainer.parse_args([])
-    lrs, _ = run_one_epoch(args.lr, args.schedule, batch_size=8)
+    lrs = learning_rates_through_main(monkeypatch, tmp_path, "--epochs", "1", "--batch-size", "8")
     assert max(lrs) == pytest.approx(args.lr, rel=0.01)
     assert lrs[0] < args.lr / 10 and lrs[-1] < args.lr / 100
 
@@ -147,9 +157,9 @@ def test_script_prints_progress_saves_weights_and_saves_the_plot_without_display
     assert f"test accuracy={record['test_accuracy']:.4f}" in lines
     assert record["epochs"][-1]["test_accuracy"] == record["test_accuracy"]
     assert sum(map(sum, record["confusion_matrix"])) == 300  # every fixture test digit, once
-    labels = mnist_tensors(str(FIXTURE_MNIST), train=False, device=CPU).tensors[1]
+    labels = fixture_split(train=False).tensors[1]
     assert [sum(row) for row in record["confusion_matrix"]] == torch.bincount(labels, minlength=10).tolist()
-    maps = load_weights(out).feature_maps(mnist_tensors(str(FIXTURE_MNIST), train=False, device=CPU).tensors[0])
+    maps = feature_maps(load_weights(out), fixture_split(train=False).tensors[0])
     conv1, conv2 = ((block.flatten(2) > 0).any(dim=2).sum(dim=0).tolist() for block in maps)
     assert record["filters_firing"] == {"conv1": conv1, "conv2": conv2, "of": 300}  # test digits lighting each filter
     right = record["test_accuracy"] * 300  # a count over 300 fixture digits, without float32 noise
@@ -214,7 +224,7 @@ def test_seed_decides_the_order_of_the_training_batches(tmp_path, monkeypatch):
 
 
 def test_augment_trains_on_distorted_digits_and_without_it_on_the_digits_themselves(tmp_path, monkeypatch):
-    images = mnist_tensors(str(FIXTURE_MNIST), train=True, device=CPU).tensors[0].flatten(1)
+    images = fixture_split(train=True).tensors[0].flatten(1)
     for flags, distorted in [((), False), (("--augment",), True)]:
         seen = torch.cat(record_training_batches(monkeypatch, tmp_path / str(distorted), *flags)).flatten(1)
         # An image is one of the dataset's if some dataset image equals it pixel for pixel.
