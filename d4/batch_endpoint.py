@@ -5,9 +5,10 @@ from typing import Annotated
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from d4.api_models import EXAMPLE_PIXELS, TOO_LARGE, Pixels, Prediction, packed, to_prediction
+from d4.api_models import EXAMPLE_PIXELS, TOO_LARGE, Pixels, Prediction, packed
 from d4.body_route import BodyRoute
 from d4.limits import MAX_BATCH_BODY_BYTES, MAX_BATCH_IMAGES
+from d4.model import IMAGE_SIZE
 
 router = APIRouter(route_class=BodyRoute)
 
@@ -27,5 +28,6 @@ class BatchPrediction(BaseModel):
 )
 async def predict_batch(data: BatchRequest, request: Request) -> BatchPrediction:
     """Classify up to 256 images of 28x28 grey levels in one forward pass; answers come in the same order."""
-    rows = await request.state.predictor.probabilities(packed(data.images))
-    return BatchPrediction(predictions=[to_prediction(probabilities) for probabilities in rows])
+    X = packed([row for image in data.images for row in image]).view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+    answers = await request.state.predictor.answers(X)
+    return BatchPrediction(predictions=[Prediction(**answer) for answer in answers])

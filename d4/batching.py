@@ -3,8 +3,9 @@
 One forward pass of TinyCNN costs about the same for 1 image as for 16, and handing work
 to a thread costs about as much as the forward pass itself. So requests queue their
 images here (one from /predict, up to 256 from /predict/batch), and one inference thread
-takes everything queued, runs one forward pass, and hands each request its rows of
-probabilities back on the request's own event loop. An explanation (feature maps and
+takes everything queued, runs the API's `classify` (the notes' forward pass and answer,
+in d4_api_mnist.py) once on all of them, and hands each request its images' answers back
+on the request's own event loop. An explanation (feature maps and
 saliency, for /predict?explain=true) is worked out on the same thread, after the batch.
 The event loop never runs the model, so it stays free to accept requests and answer
 /healthz. A lone request is never held back to wait for others. Every torch call
@@ -22,21 +23,20 @@ import itertools
 import queue
 import threading
 import time
-from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from d4.explain import explain_image
-from d4.model import IMAGE_SIZE
 
-PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
+# What the API's classify() makes of a batch of images (N, 1, 28, 28): one answer per image.
+Classify = Callable[[nn.Module, torch.Tensor], list[dict]]
 
 
 class Request(NamedTuple):
-    pixels: array  # 784 float32 values per image, row by row
+    images: torch.Tensor  # (N, 1, 28, 28) float32 grey levels in 0..1
     loop: asyncio.AbstractEventLoop  # the asking request's event loop, where its answer is settled
     answer: asyncio.Future
     explain: bool  # an explanation of one image instead of probabilities
@@ -52,10 +52,11 @@ class PredictorStopped(RuntimeError):
 
 
 class BatchingPredictor:
-    def __init__(self, model: nn.Module, max_batch: int = 64, threads: int | None = None) -> None:
+    def __init__(self, model: nn.Module, classify: Classify, max_batch: int = 64, threads: int | None = None) -> None:
         # channels_last: oneDNN's NHWC convolutions and pooling run a batch of 8 images 1.5x and
         # of 64 2.4x faster. The 1-channel input needs no conversion: both layouts are the same.
         self.model = model.to(memory_format=torch.channels_last)
+        self.classify = classify
         self.max_batch = max_batch  # images per forward pass, unless one request brings more
         self.threads = threads  # PyTorch's intra-op threads; None leaves torch's default
         self.requests: queue.SimpleQueue[Request | None] = queue.SimpleQueue()  # None asks the thread to stop
@@ -82,21 +83,21 @@ class BatchingPredictor:
         stuck = started is not None and time.monotonic() - started > STUCK_AFTER_S
         return self.thread.is_alive() and not self.stopping and not stuck
 
-    async def probabilities(self, pixels: array) -> list[list[float]]:
-        """The 10 class probabilities of each image in pixels: 784 float32 values in 0..1 per image, row by row."""
-        return await self._ask(pixels, explain=False)
+    async def answers(self, images: torch.Tensor) -> list[dict]:
+        """classify's answer for each of the images (N, 1, 28, 28), in their order."""
+        return await self._ask(images, explain=False)
 
-    async def explanation(self, pixels: array) -> dict:
-        """For one image: its values after each layer, and its saliency (see d4.explain.explain_image)."""
-        return await self._ask(pixels, explain=True)
+    async def explanation(self, image: torch.Tensor) -> dict:
+        """For one image (1, 1, 28, 28): its values after each layer, and its saliency (see d4.explain)."""
+        return await self._ask(image, explain=True)
 
-    async def _ask(self, pixels: array, explain: bool):
+    async def _ask(self, images: torch.Tensor, explain: bool):
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
         with self.accepting:
             if self.stopping or not self.thread.is_alive():
                 raise PredictorStopped("the server is shutting down")
-            self.requests.put(Request(pixels, loop, answer, explain))
+            self.requests.put(Request(images, loop, answer, explain))
         return await answer
 
     @contextlib.contextmanager
@@ -108,14 +109,12 @@ class BatchingPredictor:
         finally:
             self.forward_started = None
 
-    def _forward(self, batch: array) -> list[list[float]]:
-        with self._working(), torch.inference_mode():
-            inputs = torch.frombuffer(batch, dtype=torch.float32).view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
-            return self.model(inputs).softmax(dim=1).tolist()
-
-    def _explain(self, pixels: array) -> dict:
+    def _forward(self, batch: list[torch.Tensor]) -> list[dict]:
         with self._working():
-            image = torch.frombuffer(pixels, dtype=torch.float32).view(1, 1, IMAGE_SIZE, IMAGE_SIZE)
+            return self.classify(self.model, batch[0] if len(batch) == 1 else torch.cat(batch))
+
+    def _explain(self, image: torch.Tensor) -> dict:
+        with self._working():
             explained = explain_image(self.model, image)
         return {
             "feature_maps": {"conv1": explained.conv1.tolist(), "conv2": explained.conv2.tolist()},
@@ -141,15 +140,16 @@ class BatchingPredictor:
             if first is None:
                 return
             waiting, explaining = [], []  # explanations are worked out one image at a time, after the batch
-            batch = array("f")  # one contiguous buffer, then one tensor without a copy
+            batch, images = [], 0
             request = first
             while True:
                 if request.explain:
                     explaining.append(request)
                 else:
                     waiting.append(request)
-                    batch.extend(request.pixels)
-                if len(batch) >= self.max_batch * PIXELS_PER_IMAGE or self.requests.empty():
+                    batch.append(request.images)
+                    images += len(request.images)
+                if images >= self.max_batch or self.requests.empty():
                     break
                 request = self.requests.get()
                 if request is None:
@@ -160,13 +160,13 @@ class BatchingPredictor:
                 if waiting:
                     try:
                         rows = self._forward(batch)
-                        ends = itertools.accumulate(len(request.pixels) // PIXELS_PER_IMAGE for request in waiting)
+                        ends = itertools.accumulate(len(request.images) for request in waiting)
                         results = [rows[start:end] for start, end in itertools.pairwise([0, *ends])]
                     except Exception as error:  # answer every waiting request rather than leave it hanging
                         results = [error] * len(waiting)
                 for request in explaining:
                     try:
-                        results.append(self._explain(request.pixels))
+                        results.append(self._explain(request.images))
                     except Exception as error:
                         results.append(error)
             except BaseException:  # the thread is being killed: answer, then let it end
@@ -177,13 +177,13 @@ class BatchingPredictor:
                 _answer(request, result)
 
 
-def _answer(request: Request, result: list[list[float]] | dict | Exception) -> None:
+def _answer(request: Request, result: list[dict] | dict | Exception) -> None:
     """Hand one request its result (or error) on its own event loop."""
     with contextlib.suppress(RuntimeError):  # RuntimeError: that request's loop has closed
         request.loop.call_soon_threadsafe(_settle, request.answer, result)
 
 
-def _settle(answer: asyncio.Future, result: list[list[float]] | dict | Exception) -> None:
+def _settle(answer: asyncio.Future, result: list[dict] | dict | Exception) -> None:
     if answer.done():  # a client that went away has cancelled its future
         return
     if isinstance(result, Exception):

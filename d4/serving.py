@@ -1,8 +1,9 @@
 """What the API does around the notes' loaded model while it serves: the inference thread and start-up.
 
-`serving(model, path)` wraps the time the server runs: it starts the inference thread that
-batches requests (d4/batching.py), describes the model for GET /model, and hands every request
-that state; when the server stops, it answers what is queued and ends the thread.
+`serving(model, path, classify)` wraps the time the server runs: it starts the inference
+thread that runs `classify` on batches of requests (d4/batching.py), describes the model
+for GET /model, and hands every request that state; when the server stops, it answers what
+is queued and ends the thread.
 `exit_on_bad_weights(path)` turns a weights file that cannot be loaded into one line and exit 1.
 """
 
@@ -16,7 +17,7 @@ from typing import TypedDict
 
 import anyio
 
-from d4.batching import BatchingPredictor
+from d4.batching import BatchingPredictor, Classify
 from d4.model import TinyCNN
 from d4.model_card import ModelCard, describe
 from d4.weights import WeightsError, weights_errors_explained
@@ -52,9 +53,9 @@ def exit_on_bad_weights(path: Path) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def serving(model: TinyCNN, path: Path) -> AsyncIterator[ServerState]:
+async def serving(model: TinyCNN, path: Path, classify: Classify) -> AsyncIterator[ServerState]:
     model_card = describe(model, path)
-    predictor = BatchingPredictor(model, threads=TORCH_THREADS)
+    predictor = BatchingPredictor(model, classify, threads=TORCH_THREADS)
     predictor.start()
     # Start-up leaves ~190,000 objects (torch, pydantic, FastAPI) that live as long as the
     # server. Frozen, Python's oldest-generation collections skip them: each took ~80 ms under

@@ -1,8 +1,8 @@
 """Micro-batching: requests waiting together share a forward pass and each gets its own answer."""
 
 import asyncio
+import threading
 import time
-from array import array
 
 import pytest
 import torch
@@ -12,6 +12,12 @@ from d4 import batching
 from d4.batching import BatchingPredictor, PredictorStopped
 from d4.model import to_model_input
 from d4.weights import load_weights
+from d4_api_mnist import classify
+
+
+async def probabilities(predictor: BatchingPredictor, images: torch.Tensor) -> list[list[float]]:
+    """Each image's 10 probabilities, from the answers the API's classify() gave on the inference thread."""
+    return [answer["probabilities"] for answer in await predictor.answers(images)]
 
 
 def test_waiting_requests_share_forward_passes_and_get_their_own_rows(fixture_test_digits):
@@ -22,13 +28,13 @@ def test_waiting_requests_share_forward_passes_and_get_their_own_rows(fixture_te
         expected = model(to_model_input(images)).softmax(dim=1)
     batch_sizes = []
     model.register_forward_hook(lambda module, inputs, output: batch_sizes.append(len(inputs[0])))
-    pixels = [array("f", image.flatten().tolist()) for image in to_model_input(images)]
+    pixels = list(to_model_input(images).split(1))
 
     async def ask_all() -> list[list[float]]:
-        predictor = BatchingPredictor(model)
+        predictor = BatchingPredictor(model, classify)
         predictor.start()
         try:
-            return await asyncio.gather(*(predictor.probabilities(p) for p in pixels))
+            return await asyncio.gather(*(probabilities(predictor, p) for p in pixels))
         finally:
             predictor.stop()
 
@@ -46,17 +52,17 @@ def test_a_request_of_many_images_gets_its_rows_in_order_beside_single_requests(
         expected = model(inputs).softmax(dim=1)
     batch_sizes = []
     model.register_forward_hook(lambda module, inputs, output: batch_sizes.append(len(inputs[0])))
-    many = array("f", inputs[:25].flatten().tolist())
-    singles = [array("f", image.flatten().tolist()) for image in inputs[25:]]
+    many = inputs[:25]
+    singles = list(inputs[25:].split(1))
 
     async def ask_all() -> list[list[list[float]]]:
-        predictor = BatchingPredictor(model, max_batch=8)
+        predictor = BatchingPredictor(model, classify, max_batch=8)
         predictor.start()
         try:
             return await asyncio.gather(
-                predictor.probabilities(singles[0]),
-                predictor.probabilities(many),
-                *(predictor.probabilities(p) for p in singles[1:]),
+                probabilities(predictor, singles[0]),
+                probabilities(predictor, many),
+                *(probabilities(predictor, p) for p in singles[1:]),
             )
         finally:
             predictor.stop()
@@ -73,10 +79,10 @@ def test_a_failing_forward_pass_answers_every_waiting_request_with_the_error():
             raise RuntimeError("broken model")
 
     async def ask() -> list:
-        predictor = BatchingPredictor(Broken())
+        predictor = BatchingPredictor(Broken(), classify)
         predictor.start()
         try:
-            requests = [predictor.probabilities(array("f", [0.0] * 784)) for _ in range(3)]
+            requests = [probabilities(predictor, torch.zeros(1, 1, 28, 28)) for _ in range(3)]
             return await asyncio.gather(*requests, return_exceptions=True)
         finally:
             predictor.stop()
@@ -89,20 +95,20 @@ class ThreadKilled(BaseException):
     """What kills a thread outright (as an interpreter shutdown or a fatal bug would)."""
 
 
-def one_image() -> array:
-    return array("f", [0.0] * 784)
+def one_image() -> torch.Tensor:
+    return torch.zeros(1, 1, 28, 28)
 
 
 def test_work_after_stop_is_refused_at_once_and_queued_work_is_answered():
-    predictor = BatchingPredictor(load_weights(SHIPPED_WEIGHTS))
+    predictor = BatchingPredictor(load_weights(SHIPPED_WEIGHTS), classify)
 
     async def scenario() -> tuple:
         predictor.start()
-        queued = asyncio.ensure_future(predictor.probabilities(one_image()))
+        queued = asyncio.ensure_future(probabilities(predictor, one_image()))
         await asyncio.sleep(0)  # the request is queued before stop begins
         await asyncio.to_thread(predictor.stop)
         with pytest.raises(PredictorStopped, match="shutting down"):
-            await predictor.probabilities(one_image())
+            await probabilities(predictor, one_image())
         return await queued
 
     [row] = asyncio.run(asyncio.wait_for(scenario(), timeout=10))
@@ -118,16 +124,16 @@ def test_a_killed_thread_answers_what_waits_refuses_new_work_and_reports_unhealt
         raise ThreadKilled
 
     model.register_forward_pre_hook(die)
-    predictor = BatchingPredictor(model)
+    predictor = BatchingPredictor(model, classify)
 
     async def scenario() -> None:
         predictor.start()
         assert predictor.healthy()
         with pytest.raises(PredictorStopped, match="inference thread stopped"):
-            await predictor.probabilities(one_image())
+            await probabilities(predictor, one_image())
         await asyncio.to_thread(predictor.thread.join, 5)
         with pytest.raises(PredictorStopped):
-            await predictor.probabilities(one_image())
+            await probabilities(predictor, one_image())
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=10))
     assert not predictor.healthy()
@@ -137,11 +143,11 @@ def test_a_forward_pass_stuck_past_the_limit_is_unhealthy_until_it_ends(monkeypa
     monkeypatch.setattr(batching, "STUCK_AFTER_S", 0.2)
     model = load_weights(SHIPPED_WEIGHTS)
     model.register_forward_pre_hook(lambda module, inputs: time.sleep(1.0))
-    predictor = BatchingPredictor(model)
+    predictor = BatchingPredictor(model, classify)
 
     async def scenario() -> list[bool]:
         predictor.start()
-        answer = asyncio.ensure_future(predictor.probabilities(one_image()))
+        answer = asyncio.ensure_future(probabilities(predictor, one_image()))
         await asyncio.sleep(0.6)
         during = predictor.healthy()
         await answer
@@ -150,3 +156,29 @@ def test_a_forward_pass_stuck_past_the_limit_is_unhealthy_until_it_ends(monkeypa
         return [during, after]
 
     assert asyncio.run(asyncio.wait_for(scenario(), timeout=10)) == [False, True]
+
+
+def test_single_requests_waiting_together_share_passes_of_at_most_64_images():
+    """The API's cap: a crowd of waiting requests is served in passes of 64, never in one huge pass."""
+    model = load_weights(SHIPPED_WEIGHTS)
+    all_queued = threading.Event()
+    batch_sizes = []
+    model.register_forward_pre_hook(lambda module, inputs: None if all_queued.wait(10) else None)
+    model.register_forward_hook(lambda module, inputs, output: batch_sizes.append(len(inputs[0])))
+    predictor = BatchingPredictor(model, classify)  # the default cap, as d4/serving.py starts it
+
+    async def scenario() -> list[list[list[float]]]:
+        predictor.start()
+        try:
+            # The first request's pass waits until all 150 are queued behind it.
+            answers = [asyncio.ensure_future(probabilities(predictor, one_image())) for _ in range(150)]
+            await asyncio.sleep(0.2)
+            all_queued.set()
+            return await asyncio.gather(*answers)
+        finally:
+            await asyncio.to_thread(predictor.stop)
+
+    answers = asyncio.run(asyncio.wait_for(scenario(), timeout=30))
+    assert len(answers) == 150 and all(len(rows) == 1 for rows in answers)
+    assert sum(batch_sizes) == 150
+    assert max(batch_sizes) == 64  # full passes of 64 for the crowd behind the first

@@ -87,7 +87,9 @@ def only_these_distributions(names: set[str], folder: Path) -> Path:
 def test_the_api_starts_with_only_what_the_deploy_requirements_install(tmp_path):
     site = only_these_distributions(installed_closure(deploy_requirements()), tmp_path)
     # -S: no site-packages; the path holds the repository and the deploy's distributions only, as on Render.
-    result = run_script("-S", "-c", START_AND_STOP, env=script_env(PYTHONPATH=f"{site}{os.pathsep}{REPO}"))
+    render_env = {env["key"]: env["value"] for env in web_service()["envVars"]}  # as Render sets them
+    env = script_env(**render_env, PYTHONPATH=f"{site}{os.pathsep}{REPO}")
+    result = run_script("-S", "-c", START_AND_STOP, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "started and stopped"
     assert "Warning" not in result.stderr, result.stderr  # a Render user reads this log: nothing to alarm them
