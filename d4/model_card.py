@@ -4,12 +4,21 @@ The layers come from TinyCNN itself (`architecture` below), in the notes' order 
 output shapes and parameter counts; the training record (d4_cnn.json, written by the trainer)
 is shown only when its sha256 says it describes these very weights. Each conv layer's learned
 kernels and biases are given too, so that a page (GET /draw) can redo a feature map's arithmetic.
+
+GET /model/weights gives every learned number, fc1's 50,176 weights included, so that /draw can run
+the whole forward pass in the browser (and run it again on weights the learner edits there, which
+the server never runs). They are 52,138 float32 values: as JSON numbers about 1 MB, so they come as
+their bytes in base64 (278 KB), exact, worked out once when the server starts and cached by the
+browser (ETag: the weights' sha256).
 """
 
+import base64
+import sys
+from array import array
 from pathlib import Path
 
-from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field, PrivateAttr
 from torch import nn
 
 from d4.model import IMAGE_SIZE, TinyCNN
@@ -61,12 +70,39 @@ class ModelCard(BaseModel):
     weights: WeightsFile = Field(description="the weights being served")
     training: TrainingRecord | None = Field(description="from the record the trainer wrote beside the weights")
     training_source: str = Field(description="where `training` comes from, or why it is unknown")
+    all_weights: str = Field(
+        default="/model/weights", description="every weight and bias (fc1's and fc2's too), as float32 bytes"
+    )
+    _all_weights: bytes = PrivateAttr(default=b"")  # GET /model/weights' body, made once in describe()
+
+
+class AllWeights(BaseModel):
+    """GET /model/weights: the state_dict's tensors, their float32 values one after another in `data`."""
+
+    sha256: str = Field(description="the weights file's, as in GET /model")
+    dtype: str = Field(default="float32", description="each value: 4 bytes, IEEE 754, little-endian")
+    tensors: dict[str, dict[str, list[int] | int]] = Field(
+        description="name (as in the state_dict) -> its shape and the offset (in values) of its first value in data"
+    )
+    data: str = Field(description="base64 of all the values, tensor after tensor, each in row-major (C) order")
 
 
 @router.get("/model")
 async def model_card(request: Request) -> ModelCard:
     """The network being served: its layers with their output shapes and parameters, its weights, how they were made."""
     return request.state.model_card
+
+
+@router.get("/model/weights", response_model=AllWeights, responses={304: {"description": "the browser's copy is"
+                                                                                         " still these weights"}})
+async def all_weights(request: Request) -> Response:
+    """Every learned weight and bias, conv1 to fc2, for a page that runs the model itself (GET /draw)."""
+    card: ModelCard = request.state.model_card
+    etag = f'"{card.weights.sha256}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}  # the browser keeps it, asks whether it is still current
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(card._all_weights, media_type="application/json", headers=headers)
 
 
 def describe(model: TinyCNN, weights: Path) -> ModelCard:
@@ -82,7 +118,7 @@ def describe(model: TinyCNN, weights: Path) -> ModelCard:
             date=record["date"], filters_firing=record.get("filters_firing"),
         )  # fmt: skip
         source = f"{record_path(weights).name}, written by the trainer with these weights (same sha256)"
-    return ModelCard(
+    card = ModelCard(
         layers=layers,
         parameters=sum(layer.parameters for layer in layers),
         filters={name: filters_of(conv) for name, conv in (("conv1", model.conv1), ("conv2", model.conv2))},
@@ -90,6 +126,19 @@ def describe(model: TinyCNN, weights: Path) -> ModelCard:
         training=training,
         training_source=source,
     )
+    card._all_weights = all_weights_of(model, digest).model_dump_json().encode()
+    return card
+
+
+def all_weights_of(model: nn.Module, digest: str) -> AllWeights:
+    """Every tensor of the state_dict, as float32 bytes (exactly the served values), and where each one starts."""
+    values, tensors = array("f"), {}
+    for name, tensor in model.state_dict().items():
+        tensors[name] = {"shape": list(tensor.shape), "offset": len(values)}
+        values.extend(tensor.detach().float().flatten().tolist())
+    if sys.byteorder == "big":
+        values.byteswap()
+    return AllWeights(sha256=digest, tensors=tensors, data=base64.b64encode(values.tobytes()).decode("ascii"))
 
 
 def filters_of(conv: nn.Conv2d) -> ConvFilters:

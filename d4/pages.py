@@ -1,5 +1,8 @@
 """The API's pages for people: a home page for browsers, GET /draw, and /docs and /redoc that work offline.
 
+/draw is three files, d4/draw.html, d4/draw.css and d4/draw.js, served from here (no CDN: the page works
+offline), with the site's icon at /favicon.ico.
+
 `GET /` answers JSON to programs, as in the notes; a browser (which asks for text/html) gets
 `HOME_PAGE` instead, with links on. FastAPI's /docs and /redoc load Swagger UI's and ReDoc's
 JavaScript and CSS from a CDN, so offline (a laptop on a train, a classroom behind a firewall)
@@ -12,11 +15,20 @@ from pathlib import Path
 import fastapi_offline
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 router = APIRouter()
-DRAW_PAGE = (Path(__file__).parent / "draw.html").read_text(encoding="utf-8")
+HERE = Path(__file__).parent
+DRAW_PAGE = (HERE / "draw.html").read_text(encoding="utf-8")
+# The page's script and style, and the icon, each read once. no-cache: a browser asks for them again with the
+# page, so a new deploy's page never runs an old script (they are small: about 60 KB together).
+ASSETS = {
+    name: (HERE / name).read_bytes()
+    for name in ("draw.js", "draw.css", "favicon.ico")
+}
+MEDIA_TYPES = {"draw.js": "text/javascript; charset=utf-8", "draw.css": "text/css; charset=utf-8",
+               "favicon.ico": "image/x-icon"}  # fmt: skip
 DOCS_ASSETS = (
     Path(fastapi_offline.__file__).parent / "static"
 )  # swagger-ui-bundle.js, swagger-ui.css, redoc.standalone.js
@@ -33,6 +45,26 @@ def wants_html(request: Request) -> bool:
 async def draw_page() -> str:
     """A page to draw a digit on (mouse, pen or touch) and see what the model makes of it."""
     return DRAW_PAGE
+
+
+def asset(name: str) -> Response:
+    return Response(ASSETS[name], media_type=MEDIA_TYPES[name], headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/draw.js", include_in_schema=False)
+async def draw_script() -> Response:
+    return asset("draw.js")
+
+
+@router.get("/draw.css", include_in_schema=False)
+async def draw_style() -> Response:
+    return asset("draw.css")
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> Response:
+    """The icon browsers ask for on every page (without it, each visit logs a 404)."""
+    return asset("favicon.ico")
 
 
 def serve_docs_offline(app: FastAPI) -> None:

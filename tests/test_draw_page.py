@@ -2,24 +2,28 @@
 
 Needs a Chromium: Playwright's own (`python -m playwright install chromium`) or the system's
 (Debian package `chromium`, which README's set-up and .ci/run install); Playwright drives it.
-Set D4_SCREENSHOT=docs/draw-page.png to save the screenshot README shows.
+Set D4_SCREENSHOT=docs/draw-page.png to save the screenshot README shows (the overview, a conv2
+map chosen).
 
 The tests of what the page teaches run on a desktop and on a phone viewport, with the page's
 clock under the test's control: the model runs once the pen pauses, and the test says when.
+The page runs TinyCNN itself from GET /model/weights; its numbers are checked against the API's
+and, for edited weights, against torch's forward pass with the same edit.
 """
 
 import itertools
-import math
 import os
 import time
 from collections.abc import Iterator
 
 import pytest
 import requests
+import torch
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, Route
 
-from conftest import DIGIT_STROKES, drawn, encode, uvicorn_server
+from conftest import DIGIT_STROKES, SHIPPED_WEIGHTS, drawn, encode, uvicorn_server
+from d4.weights import load_weights
 
 PAD_SIZE = 280  # the canvas's own pixels; DIGIT_STROKES are in these
 PAUSE_MS = 300  # the page asks the model this long after the pen's last move
@@ -127,39 +131,8 @@ def test_a_drawn_seven_is_predicted_with_its_bars(page: Page, server: str):
     assert page.get_attribute("#bars li.best", "data-digit") == "7"  # the predicted row stands out
     assert page.text_content("#confidence").endswith("% sure")
     # The small picture shows the 28x28 input the model saw: some white ink on black.
-    ink = page.evaluate(
-        "Array.from(document.querySelector('#seen').getContext('2d').getImageData(0, 0, 28, 28).data)"
-        ".reduce((sum, value, i) => i % 4 === 0 ? sum + value : sum, 0)"
-    )
-    assert ink > 0
+    assert sum(canvas_pixels(page, "#seen")[0::4]) > 0
     assert requested and all(url.startswith(server) for url in requested)  # nothing from elsewhere
-    if path := os.environ.get("D4_SCREENSHOT"):
-        page.screenshot(path=path, full_page=True)
-
-
-def test_after_predict_the_page_shows_the_saliency_and_every_feature_map(page: Page):
-    assert page.is_hidden("#inside")  # nothing to show before a prediction
-    draw_with_mouse(page, 3)
-    predict_and_read(page)
-    assert page.is_visible("#inside")
-    assert page.locator("#conv1 canvas").count() == 8 and page.locator("#conv2 canvas").count() == 16
-    assert page.get_attribute("#conv1 canvas", "width") == "14" and page.get_attribute("#conv2 canvas", "width") == "7"
-    assert "[8, 14, 14]" in page.text_content("#inside") and "[16, 7, 7]" in page.text_content("#inside")
-    lit = page.evaluate("Array.from(document.querySelector('#conv2 canvas').getContext('2d')"
-                        ".getImageData(0, 0, 7, 7).data).some(value => value > 0)")  # fmt: skip
-    assert lit
-    # The heat map's colours get brighter with the saliency; it is brightest where the model saw ink.
-    heat, seen = (
-        page.evaluate(f"Array.from(document.querySelector('#{name}').getContext('2d').getImageData(0, 0, 28, 28).data)")
-        for name in ("saliency", "seen")
-    )
-    saliency = [heat[i] + heat[i + 1] + heat[i + 2] for i in range(0, len(heat), 4)]
-    strokes = [seen[i] > 100 for i in range(0, len(seen), 4)]
-    on = [value for value, stroke in zip(saliency, strokes, strict=True) if stroke]
-    off = [value for value, stroke in zip(saliency, strokes, strict=True) if not stroke]
-    assert sum(on) / len(on) > 5 * (sum(off) / len(off) + 0.1)
-    page.click("#clear")
-    assert page.is_hidden("#inside")
 
 
 def test_every_digit_drawn_on_the_page_is_recognised(page: Page):
@@ -169,12 +142,15 @@ def test_every_digit_drawn_on_the_page_is_recognised(page: Page):
         assert predict_and_read(page)[0] == digit
 
 
-def test_clear_empties_the_pad_and_the_answer(page: Page):
+def test_clear_empties_the_pad_the_answer_and_the_overview(page: Page):
+    assert page.is_hidden("#layers") and page.is_visible("#empty")  # nothing to show before a prediction
     draw_with_mouse(page, 1)
     predict_and_read(page)
+    assert page.is_visible("#layers") and page.is_hidden("#empty")
     page.click("#clear")
     assert page.text_content("#digit") == ""
     assert page.eval_on_selector_all("#bars .value", "values => values.map(v => v.textContent).join('')") == ""
+    assert page.is_hidden("#layers")
     page.click("#predict")
     assert page.text_content("#status") == "Draw a digit first."
 
@@ -193,6 +169,14 @@ def test_the_page_fits_a_phone_and_takes_touch_strokes(browser: Browser, server:
     phone.close()
 
 
+def test_the_page_its_script_style_and_icon_come_from_the_api(server: str):
+    for path, kind in (("/draw", "text/html"), ("/draw.js", "text/javascript"), ("/draw.css", "text/css"),
+                       ("/favicon.ico", "image/x-icon")):  # fmt: skip
+        response = requests.get(f"{server}{path}", timeout=10)
+        assert response.status_code == 200 and response.headers["content-type"].startswith(kind), path
+    assert requests.get(f"{server}/favicon.ico", timeout=10).content[:4] == b"\0\0\1\0"  # an ICO file's header
+
+
 @pytest.fixture(params=sorted(DEVICES))
 def device(request: pytest.FixtureRequest, browser: Browser, server: str) -> Iterator[Page]:
     """/draw on a desktop or a phone, its timers stopped until the test runs them (page.clock)."""
@@ -202,6 +186,13 @@ def device(request: pytest.FixtureRequest, browser: Browser, server: str) -> Ite
     page.goto(f"{server}/draw")
     yield page
     context.close()
+
+
+def canvas_pixels(page: Page, selector: str) -> list[int]:
+    """A canvas's own pixels, RGBA, row after row."""
+    return page.eval_on_selector(
+        selector, "c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)"
+    )
 
 
 def test_a_live_prediction_appears_without_pressing_a_button_once_per_pause(device: Page):
@@ -217,14 +208,90 @@ def test_a_live_prediction_appears_without_pressing_a_button_once_per_pause(devi
     assert len(asked) == 1  # nothing more until the drawing changes
 
 
+NOTES_SHAPES = ["[1, 28, 28]", "[8, 28, 28]", "[8, 14, 14]", "[16, 14, 14]", "[16, 7, 7]", "[784]", "[64]", "[10]"]
+ROWS = ["input", "conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "logits", "softmax"]
+
+
+def page_logits(page: Page) -> list[float]:
+    return page.eval_on_selector_all("#logits-row .cell", "cells => cells.map(c => Number(c.dataset.value))")
+
+
+def test_the_overview_shows_every_layer_for_a_drawn_digit_on_one_screen(device: Page, server: str):
+    failed = []
+    device.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
+    draw(device, 3)
+    answer = answer_after_pause(device)
+    explanation = answer["explanation"]
+    labels = [device.text_content(f"#row-{row} .row-label") for row in ROWS]
+    for shape in NOTES_SHAPES:
+        assert any(shape in label for label in labels), shape
+    sides = {
+        stage: device.eval_on_selector_all(f"#{stage} .map canvas:first-child", "cs => cs.map(c => c.width)")
+        for stage in ("conv1-relu", "conv1-pool", "conv2-relu", "conv2-pool")
+    }
+    assert sides == {"conv1-relu": [28] * 8, "conv1-pool": [14] * 8, "conv2-relu": [14] * 16, "conv2-pool": [7] * 16}
+    # One numbering, from 0 as in /model's arrays: the tiles say 0..7 and 0..15.
+    numbers = device.eval_on_selector_all("#conv2-pool .map", "ms => ms.map(m => m.dataset.index)")
+    assert numbers == [str(n) for n in range(16)]
+    assert [text.split()[0] for text in device.locator("#conv2-pool .map").all_inner_texts()] == numbers
+    # The page's own forward pass (the served weights, in JavaScript) gives the API's numbers.
+    for layer in ("conv1", "conv2"):
+        pooled = device.eval_on_selector_all(f"#{layer}-pool .map", "ms => ms.map(m => JSON.parse(m.dataset.values))")
+        assert torch.tensor(pooled) == pytest.approx(torch.tensor(explanation["feature_maps"][layer]), abs=1e-4)
+        lit = [canvas_pixels(device, f"#{layer}-relu .map >> nth={n} >> canvas >> nth=0") for n in range(2)]
+        assert any(max(pixels[0::4]) > 0 for pixels in lit)  # the maps before pooling are drawn
+    assert page_logits(device) == pytest.approx(explanation["logits"], abs=1e-4)
+    softmax = device.eval_on_selector_all("#softmax-row .cell", "cells => cells.map(c => Number(c.dataset.value))")
+    assert softmax == pytest.approx(torch.softmax(torch.tensor(explanation["logits"]), 0).tolist(), abs=1e-4)
+    assert device.get_attribute("#softmax-row .cell.best", "data-digit") == "3"
+    assert sum(canvas_pixels(device, "#fc1-mini")[0::4]) > 0 and device.get_attribute("#fc1-mini", "width") == "64"
+    assert device.get_attribute("#flat-mini", "width") == "784"
+    assert "the same as the API's" in device.text_content("#source") and device.is_hidden("#whatif")
+    width, height = device.viewport_size["width"], device.viewport_size["height"]
+    assert device.evaluate("document.documentElement.scrollWidth") <= width  # never sideways
+    if not is_phone(device):  # a laptop screen holds the pad, the answer and every layer without scrolling
+        assert device.evaluate("document.documentElement.scrollHeight") <= height
+        assert device.locator("#row-softmax").bounding_box()["y"] + 40 <= height
+    assert failed == []  # no 404, for /favicon.ico either
+
+
+def choose_map(page: Page, selector: str) -> None:
+    """The keyboard's focus on a desktop (which lights it without opening it), a tap on a phone (which opens it)."""
+    if is_phone(page):
+        page.tap(selector)
+    else:
+        page.focus(selector)
+
+
+def test_a_chosen_conv2_map_lights_the_conv1_maps_and_kernels_that_feed_it(device: Page, server: str):
+    draw(device, 3)
+    answer_after_pause(device)
+    kernels = requests.get(f"{server}/model", timeout=10).json()["filters"]["conv2"]["weights"]
+    for index in (4, 9):
+        choose_map(device, f"#conv2-relu .map >> nth={index}")
+        chosen = device.eval_on_selector_all(".map.chosen", "ms => ms.map(m => m.dataset.layer + m.dataset.index)")
+        assert chosen == [f"conv2{index}", f"conv2{index}"]  # the map and its pooled map
+        feeds = device.eval_on_selector_all(".map.feeds", "ms => ms.map(m => m.dataset.layer)")
+        assert feeds == ["conv1"] * 16  # conv1's 8 maps, before and after pooling
+        shown = device.eval_on_selector_all(
+            "#conv1-pool .map .kernel-mini", "ks => ks.map(k => k.checkVisibility() && JSON.parse(k.dataset.values))"
+        )
+        assert shown == [sum(kernel, []) for kernel in kernels[index]]  # each conv1 map's own 3x3 kernel, as served
+        if not is_phone(device):
+            assert device.locator("#wires line").count() == 9  # 8 lines in, one to the pooled map
+    if is_phone(device):
+        assert device.is_visible("#detail")
+    elif path := os.environ.get("D4_SCREENSHOT"):
+        device.evaluate("window.scrollTo(0, 0)")
+        device.screenshot(path=path)
+
+
 def tap_cell(page: Page, row: int, col: int, side: int) -> float:
     """Tap one value of the large map; return what the page's own arithmetic made of it."""
     box = page.locator("#big").bounding_box()
     position = {"x": (col + 0.5) * box["width"] / side, "y": (row + 0.5) * box["height"] / side}
     press(page, "#big", position=position)
-    page.wait_for_function(
-        f"document.querySelector('#cell h3')?.textContent.includes('row {row + 1}, column {col + 1}')"
-    )
+    page.wait_for_function(f"document.querySelector('#cell h3')?.textContent.includes('row {row}, column {col} ')")
     return float(page.get_attribute("#cell", "data-value"))
 
 
@@ -235,51 +302,145 @@ def cells_to_check(feature_map: list[list[float]]) -> list[tuple[int, int]]:
     return [max(values, key=values.get), (0, 0), min(lit, key=values.get, default=(1, 1))]
 
 
-def test_a_conv1_tile_opens_with_its_kernel_and_each_tapped_cells_arithmetic_equals_the_apis(device: Page, server: str):
+def shown_values(page: Page, selector: str) -> torch.Tensor:
+    return torch.tensor(page.eval_on_selector(selector, "c => JSON.parse(c.dataset.values)"))
+
+
+def strongest(maps: list) -> int:
+    """The filter whose map is brightest for this drawing (read from the answer: no filter is assumed alive)."""
+    return max(range(len(maps)), key=lambda index: max(max(row) for row in maps[index]))
+
+
+def test_each_step_is_a_picture_and_each_tapped_values_arithmetic_equals_the_apis(device: Page, server: str):
     draw(device, 3)
     answer = answer_after_pause(device)
     filters = requests.get(f"{server}/model", timeout=10).json()["filters"]
-    assert device.locator("#conv1 .tile").all_inner_texts() == [f"conv1 · {n}/8" for n in range(1, 9)]
-    for layer, index, side in (("conv1", 2, 14), ("conv2", 0, 7)):
-        press(device, f"#{layer} .tile >> nth={index}")
+    maps = answer["explanation"]["feature_maps"]
+    for layer, side in (("conv1", 28), ("conv2", 14)):
+        index = strongest(maps[layer])
+        press(device, f"#{layer}-pool .map >> nth={index}")
         assert device.is_visible("#detail")
         count = len(filters[layer]["biases"])
-        assert device.text_content("#detail-title") == f"{layer}, filter {index + 1} of {count} · [{side}, {side}]"
+        assert device.text_content("#detail-title").startswith(f"{layer}, filter {index} (filters 0–{count - 1}")
+        # conv before ReLU (signed), after ReLU, after pooling: side by side, each what the notes say of it.
+        before, after, pooled = (shown_values(device, f"#{name}") for name in ("step-conv", "step-relu", "big"))
+        assert before.shape == (side, side) and before.min() < 0 < before.max()
+        assert torch.equal(after, before.clamp_min(0))  # "Negative values become zero"
+        assert torch.equal(pooled, torch.nn.functional.max_pool2d(after[None], 2)[0])  # "keeps strongest"
+        assert pooled == pytest.approx(torch.tensor(maps[layer][index]), abs=1e-4)  # the API's pooled map
+        captions = device.text_content("#detail .steps-strip")
+        assert "Negative values become zero." in captions and "Pooling keeps strongest activations." in captions
+        assert f"[{side}, {side}]" in captions and f"[{side // 2}, {side // 2}]" in captions
+        # The signed picture: blue below zero, red above, on a legend with its numbers.
+        pixels = canvas_pixels(device, "#step-conv")
+        flat = before.flatten().tolist()
+        low, high = flat.index(min(flat)), flat.index(max(flat))
+        assert pixels[4 * low + 2] > pixels[4 * low] and pixels[4 * high] > pixels[4 * high + 2]
+        assert f"{before.abs().max():.2f}" in device.text_content("#legend-step-conv")
+        # Its kernel as served, and the arithmetic of tapped values.
         kernel = device.eval_on_selector_all("#kernel .grid3 span", "cells => cells.map(c => Number(c.dataset.value))")
-        shown = device.eval_on_selector_all("#kernel .grid3 span", "cells => cells.map(c => c.textContent)")
         served = [weight for channel in filters[layer]["weights"][index] for row in channel for weight in row]
         assert kernel == served and len(kernel) == 9 * (1 if layer == "conv1" else 8)
-        assert shown == [f"{weight:.2f}".replace("-", "−").replace("−0.00", "0.00") for weight in served]
         assert f"{filters[layer]['biases'][index]:.3f}".replace("-", "−") in device.text_content("#bias")
-        feature_map = answer["explanation"]["feature_maps"][layer][index]
-        for row, col in cells_to_check(feature_map):
-            assert tap_cell(device, row, col, side) == pytest.approx(feature_map[row][col], abs=1e-4)
+        for row, col in cells_to_check(maps[layer][index]):
+            assert tap_cell(device, row, col, side // 2) == pytest.approx(maps[layer][index][row][col], abs=1e-4)
             assert "the same, to 0.0001" in device.text_content("#cell")
+    # conv2 on empty paper: the page says what the band at the edge is.
+    assert "padding" in device.text_content("#empty-paper") and "bias" in device.text_content("#empty-paper")
     width = device.viewport_size["width"]  # conv2's tables and 8 kernels open: still no sideways scrolling
     assert device.evaluate("document.documentElement.scrollWidth") <= width
-    if (path := os.environ.get("D4_SCREENSHOT")) and not is_phone(device):
-        press(device, "#conv1 .tile >> nth=1")  # opened on its strongest value, with that value's arithmetic
-        device.screenshot(path=path, full_page=True)
 
 
-def test_the_fc1_logits_softmax_strip_matches_the_probabilities(device: Page, server: str):
+def torch_logits(pixels: list[list[float]], edit) -> list[float]:
+    """The served model's logits for these pixels, its weights changed by `edit(model)` first."""
+    model = load_weights(SHIPPED_WEIGHTS)
+    with torch.no_grad():
+        edit(model)
+        return model(torch.tensor(pixels).reshape(1, 1, 28, 28))[0].tolist()
+
+
+def test_editing_a_kernel_or_switching_a_filter_off_changes_the_logits_as_torch_does(device: Page, server: str):
+    draw(device, 3)
+    answer = answer_after_pause(device)
+    asked = []
+    device.on("request", lambda request: asked.append(request.url))
+    served = page_logits(device)
+    assert served == pytest.approx(answer["explanation"]["logits"], abs=1e-4)
+    index = strongest(answer["explanation"]["feature_maps"]["conv1"])
+    press(device, f"#conv1-pool .map >> nth={index}")
+    kernel = [0.5, -0.25, 0.125, 1.0, -1.0, 0.75, -0.5, 0.25, 2.0]  # exact in float32 too
+    fields = device.locator("#editor-grid input")
+    assert fields.count() == 9
+    for position, weight in enumerate(kernel):
+        fields.nth(position).fill(str(weight))
+    edited = page_logits(device)
+
+    def edit_kernel(model):
+        model.conv1.weight[index, 0] = torch.tensor(kernel).reshape(3, 3)
+
+    assert edited == pytest.approx(torch_logits(answer["input"], edit_kernel), abs=1e-4)
+    assert edited != pytest.approx(served, abs=1e-3)
+    banner = device.text_content("#whatif")
+    assert device.is_visible("#whatif") and f"conv1 filter {index}'s kernel" in banner
+    assert "not the served model's" in banner and device.text_content("#source") == ""
+    assert "differs" in device.text_content("#cell")  # the arithmetic is the edited model's, no longer the API's
+    # Switching a conv2 filter off as well: its weights and bias to 0.
+    off = strongest(answer["explanation"]["feature_maps"]["conv2"])
+    press(device, f"#conv2-pool .map >> nth={off}")
+    device.check("#filter-off")
+
+    def edit_both(model):
+        edit_kernel(model)
+        model.conv2.weight[off] = 0
+        model.conv2.bias[off] = 0
+
+    assert page_logits(device) == pytest.approx(torch_logits(answer["input"], edit_both), abs=1e-4)
+    assert f"conv2 filter {off} switched off" in device.text_content("#whatif")
+    assert max(shown_values(device, "#big").flatten().tolist()) == 0
+    assert not any("/predict" in url for url in asked)  # the server never ran the edited weights
+    press(device, "#reset")
+    assert page_logits(device) == pytest.approx(answer["explanation"]["logits"], abs=1e-4)
+    assert device.is_hidden("#whatif") and "the same as the API's" in device.text_content("#source")
+    assert not device.is_checked("#filter-off")
+
+
+def test_the_softmax_view_shows_the_other_digits_chances(device: Page, server: str):
     draw(device, 2)
     answer = answer_after_pause(device)
-    rows = device.eval_on_selector_all(
-        "#logits tbody tr", "rows => rows.map(r => [Number(r.dataset.logit), Number(r.dataset.probability)])"
-    )
-    logits, softmax = zip(*rows, strict=True)
-    assert list(logits) == answer["explanation"]["logits"]
-    # The API's own probabilities for the picture the page explained: the strip's softmax, to 1e-4.
+    press(device, "#open-fc")
+    assert device.is_visible("#fc-panel")
+
+    def rows() -> list[dict]:
+        return device.eval_on_selector_all(
+            "#softmax-table tbody tr",
+            "rows => rows.map(r => ({logit: Number(r.dataset.logit), p: Number(r.dataset.probability),"
+            " width: Number(r.lastChild.dataset.width), text: r.children[3].textContent}))",
+        )
+
+    table = rows()
+    assert [row["logit"] for row in table] == pytest.approx(answer["explanation"]["logits"], abs=1e-4)
+    # T = 1 is the model's own softmax: the API's probabilities for this very picture.
     plain = requests.post(f"{server}/predict", json={"pixels": answer["input"]}, timeout=10).json()
-    assert list(softmax) == pytest.approx(plain["probabilities"], abs=1e-4)
-    assert list(softmax) == pytest.approx([math.exp(x) / sum(map(math.exp, logits)) for x in logits], abs=1e-9)
-    shown = device.eval_on_selector_all("#logits tbody tr td:last-child", "cells => cells.map(c => c.textContent)")
-    assert shown == [f"{100 * probability:.1f}%" for probability in plain["probabilities"]]
-    assert device.get_attribute("#logits tr.best", "data-digit") == str(answer["predicted_digit"]) == "2"
-    sizes = device.eval_on_selector_all("#flat, #hidden-units", "canvases => canvases.map(c => [c.width, c.height])")
-    assert sizes == [[49, 16], [64, 1]]  # 784 = 16 maps x 49 values; fc1's 64
-    assert "[16, 7, 7] → [784]" in device.text_content("#rest") and "784 → 64" in device.text_content("#rest")
+    assert [row["p"] for row in table] == pytest.approx(plain["probabilities"], abs=1e-4)
+    best = answer["explanation"]["logits"].index(max(answer["explanation"]["logits"]))
+    assert best == 2 and device.get_attribute("#softmax-table tr.best", "data-digit") == "2"
+    others = [row for digit, row in enumerate(table) if digit != best]
+    assert all(row["text"] not in ("0.0%", "0") for row in others)  # a small chance is written, not rounded away
+    # On a log scale every digit's bar shows.
+    device.check("#log-scale")
+    assert all(row["width"] > 0.01 for row in rows())
+    # A higher temperature evens the chances out, in the same order, with the same answer.
+    device.fill("#temperature", "4")  # T = 3
+    warm = rows()
+    assert device.text_content("#temperature-value") == "3"
+    assert warm[best]["p"] < table[best]["p"] and max(row["p"] for row in warm) == warm[best]["p"]
+    assert sorted(range(10), key=lambda d: warm[d]["p"]) == sorted(range(10), key=lambda d: table[d]["p"])
+    # fc1's 64 values, each labelled with its unit.
+    fc1 = answer["explanation"]["fc1"]
+    units = device.eval_on_selector_all("#fc1-grid span", "s => s.map(u => [u.textContent, Number(u.dataset.value)])")
+    assert [text for text, _ in units] == [f"{unit}{value:.2f}" for unit, value in enumerate(fc1)]
+    assert [value for _, value in units] == pytest.approx(fc1, abs=1e-4)
+    assert "[16, 7, 7] → [784]" in device.text_content("#fc-panel") and "784 → 64" in device.text_content("#fc-panel")
 
 
 def test_a_photo_uploaded_through_the_page_gives_the_digit(device: Page):
@@ -292,7 +453,7 @@ def test_a_photo_uploaded_through_the_page_gives_the_digit(device: Page):
     device.wait_for_function(ANSWER_SHOWN)
     assert device.text_content("#digit") == "5" == str(response.value.json()["predicted_digit"])
     assert device.text_content("#seen-caption") == "what the model saw, from five.jpg"
-    assert device.is_visible("#inside") and device.locator("#conv2 .tile").count() == 16
+    assert device.is_visible("#layers") and device.locator("#conv2-pool .map").count() == 16
 
 
 SERIOUS = ("critical", "serious", "moderate")
@@ -308,15 +469,22 @@ def accessibility_problems(page: Page) -> list[tuple[str, str, list]]:
     ]
 
 
-def test_axe_finds_no_violation_before_and_after_a_prediction(device: Page):
+def test_axe_finds_no_violation_in_the_overview_or_any_panel(device: Page):
     device.clock.resume()  # axe-core runs on timers of its own
     assert accessibility_problems(device) == []
     draw(device, 8)
     press(device, "#predict")
     device.wait_for_function(ANSWER_SHOWN)
-    assert accessibility_problems(device) == []
-    press(device, "#conv2 .tile >> nth=3")  # the large map, the kernels, the arithmetic's tables
+    assert accessibility_problems(device) == []  # the overview
+    choose_map(device, "#conv2-relu .map >> nth=3")
+    assert accessibility_problems(device) == []  # a map chosen, its inputs lit
+    press(device, "#conv2-pool .map >> nth=3")  # the steps, the kernels, the editor, the arithmetic's tables
     press(device, "#cell summary")
+    assert accessibility_problems(device) == []
+    device.locator("#editor-grid input").first.fill("1")  # what if: the banner, the edited maps
+    assert accessibility_problems(device) == []
+    press(device, "#open-fc")
+    device.check("#log-scale")
     assert accessibility_problems(device) == []
     # The live region says the digit and how sure, nothing else.
     live = device.eval_on_selector_all(
@@ -338,7 +506,7 @@ def test_the_page_is_usable_from_the_keyboard(device: Page):
             "#file", files=[{"name": "one.png", "mimeType": "image/png", "buffer": encode(drawn(1), "PNG")}]
         )
     device.wait_for_function(ANSWER_SHOWN)
-    device.focus("#conv1 .tile >> nth=0")
+    device.focus("#conv1-pool .map >> nth=0")
     device.keyboard.press("Enter")
     assert device.evaluate("document.activeElement.id") == "big" and device.is_visible("#detail")
     heading = device.text_content("#cell h3")
@@ -351,7 +519,7 @@ def test_the_page_is_usable_from_the_keyboard(device: Page):
 
 
 # A training record's filter counts (d4.report.filters_firing), given to the page in place of the served
-# record's: in it conv2's filters 15 and 16 never fire.
+# record's: in it conv2's filters 14 and 15 never fire.
 FILTERS_FIRING = {"conv1": [300] * 8, "conv2": [300] * 14 + [0, 0], "of": 300}
 
 
@@ -377,17 +545,20 @@ def test_dead_filters_are_marked_from_the_record_and_dark_maps_for_this_drawing(
     draw_with_mouse(page, 3)
     maps = answer_after_pause(page)["explanation"]["feature_maps"]
     for layer, layer_maps in maps.items():
-        labels = page.locator(f"#{layer} .tile").all_inner_texts()
+        labels = page.locator(f"#{layer}-pool .map").all_inner_texts()
         for index, (label, feature_map) in enumerate(zip(labels, layer_maps, strict=True)):
             dead = filters_firing is not None and filters_firing[layer][index] == 0
             zero = max(max(row) for row in feature_map) == 0
-            assert label == f"{layer} · {index + 1}/{len(layer_maps)}" + (" dead" if dead else " zero" if zero else "")
-    notes = page.text_content("#conv2-dark")
-    assert ("Dead: conv2 15, 16." in notes and "dead ReLU" in notes) == (filters_firing is not None)
-    assert "dead" not in page.text_content("#conv1-dark").lower()
-    press(page, "#conv2 .tile >> nth=15")
+            assert label == f"{index}" + (" dead" if dead else " zero" if zero else "")
+    notes = page.text_content("#marks-note")
+    assert ("conv2 14, 15." in notes and "never fires" in notes) == (filters_firing is not None)
+    press(page, "#conv2-pool .map >> nth=15")
     note = page.text_content("#filter-note")
-    assert note.startswith("Dead.") if filters_firing else note.startswith("Zero for this drawing.")
+    if filters_firing:
+        assert note.startswith("Dead.") and "dead ReLU" in note
+    else:
+        zero = max(max(row) for row in maps["conv2"][15]) == 0
+        assert note.startswith("Zero for this drawing.") if zero else note == ""
     page.close()
 
 
@@ -414,4 +585,4 @@ def test_a_server_that_is_down_or_waking_gets_a_plain_sentence(page: Page, serve
     page.click("#predict")
     page.wait_for_function("document.querySelector('#status').textContent !== ''")
     assert page.text_content("#status").startswith(message) and "Failed to fetch" not in page.text_content("#status")
-    assert page.text_content("#digit") == "" and page.is_hidden("#inside")
+    assert page.text_content("#digit") == "" and page.is_hidden("#layers")

@@ -1,5 +1,6 @@
 """GET /model: the served network's layers, its weights file, and the training record when it belongs to them."""
 
+import base64
 import hashlib
 import json
 import shutil
@@ -70,3 +71,22 @@ def test_the_records_filter_counts_are_shown_and_their_absence_is_null(tmp_path,
         record["filters_firing"] = counts
     weights.with_suffix(".json").write_text(json.dumps(record))
     assert card_for(weights, monkeypatch)["training"]["filters_firing"] == counts
+
+
+def test_every_weight_comes_from_its_own_endpoint_exactly_as_served_and_cached(monkeypatch):
+    monkeypatch.setenv("D4_MODEL_PATH", str(SHIPPED_WEIGHTS))
+    with TestClient(app) as client:
+        card = client.get("/model").json()
+        response = client.get(card["all_weights"])
+        assert response.status_code == 200 and response.headers["etag"] == f'"{card["weights"]["sha256"]}"'
+        assert client.get(card["all_weights"], headers={"If-None-Match": response.headers["etag"]}).status_code == 304
+    body = response.json()
+    assert body["sha256"] == card["weights"]["sha256"] and body["dtype"] == "float32"
+    values = torch.frombuffer(bytearray(base64.b64decode(body["data"])), dtype=torch.float32)  # little-endian
+    state = torch.load(SHIPPED_WEIGHTS, weights_only=True)
+    assert list(body["tensors"]) == list(state) and values.numel() == 52_138
+    for name, tensor in state.items():
+        where = body["tensors"][name]
+        assert where["shape"] == list(tensor.shape)
+        assert torch.equal(values[where["offset"] : where["offset"] + tensor.numel()].reshape(tensor.shape), tensor)
+    assert set(card["filters"]) == {"conv1", "conv2"}  # the card itself keeps its fields and stays small
