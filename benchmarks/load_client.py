@@ -26,7 +26,9 @@ import requests
 
 
 @contextmanager
-def running_server(command: list[str], health_url: str, **popen_options) -> Iterator[tuple[subprocess.Popen, float]]:
+def running_server(
+    command: list[str], health_url: str, **popen_options
+) -> Iterator[tuple[subprocess.Popen, float]]:
     """Start a server; once health_url answers 200, yield it and the seconds that took; stop it at the end."""
     start = time.perf_counter()
     server = subprocess.Popen(command, **popen_options)
@@ -41,8 +43,12 @@ def running_server(command: list[str], health_url: str, **popen_options) -> Iter
                 sys.exit(f"error: {' '.join(command)} did not start")
         yield server, time.perf_counter() - start
     finally:
-        with contextlib.suppress(ProcessLookupError, FileNotFoundError):  # it may have exited already
-            os.kill(serving_pid(server), signal.SIGTERM)  # the server itself, so that a wrapper sees it exit
+        with contextlib.suppress(
+            ProcessLookupError, FileNotFoundError
+        ):  # it may have exited already
+            os.kill(
+                serving_pid(server), signal.SIGTERM
+            )  # the server itself, so that a wrapper sees it exit
         server.wait()
 
 
@@ -57,14 +63,27 @@ def serving_pid(server: subprocess.Popen) -> int:
 def memory_mb(pid: int) -> tuple[float, float]:
     """(resident, private) MB. Resident also counts the pages of shared libraries (torch's
     code) that the process has touched; private is the memory that is the process's own."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["RssAnon"].split()[0]) / 1024
 
 
-def http_request(method: str, path: str, body: bytes = b"", content_type: str = "application/json", **headers) -> bytes:
+def cpu_seconds(pid: int) -> float:
+    """CPU time the process has used so far, user and system, all its threads together."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def http_request(
+    method: str, path: str, body: bytes = b"", content_type: str = "application/json", **headers
+) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
     if body or method == "POST":
-        lines += [f"Content-Type: {content_type}", f"Content-Length: {headers.pop('content_length', len(body))}"]
+        lines += [
+            f"Content-Type: {content_type}",
+            f"Content-Length: {headers.pop('content_length', len(body))}",
+        ]
     lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
@@ -99,7 +118,9 @@ async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return int(head.split(b" ")[1]), headers.get(b"connection") == b"close"
 
 
-async def _one_connection(port: int, work: itertools.cycle, remaining: list[int], load: Load) -> None:
+async def _one_connection(
+    port: int, work: itertools.cycle, remaining: list[int], load: Load
+) -> None:
     reader = writer = None
     while remaining[0] > 0:
         remaining[0] -= 1
@@ -129,6 +150,8 @@ async def drive(port: int, requests: list[tuple[str, bytes]], concurrency: int, 
     load, remaining = Load(), [total]
     work = itertools.cycle(requests)  # shared: each connection takes the next request
     start = time.perf_counter()
-    await asyncio.gather(*(_one_connection(port, work, remaining, load) for _ in range(concurrency)))
+    await asyncio.gather(
+        *(_one_connection(port, work, remaining, load) for _ in range(concurrency))
+    )
     load.elapsed = time.perf_counter() - start
     return load
