@@ -449,14 +449,14 @@ function showDigits(v) {
   const best = v.logits.indexOf(Math.max(...v.logits));
   const largest = Math.max(...Array.from(v.logits, Math.abs), 1e-6);
   $("logits-row").replaceChildren(...Array.from(v.logits, (logit, digit) => {
-    const cell = digitCell(digit, best, logit, signed(logit, 2));
+    const cell = digitCell(digit, best, logit, signed(logit, 1));
     const background = diverging(logit / largest).map(Math.round);
     cell.style.background = `rgb(${background.join(" ")})`;
     cell.style.color = textOn(background);
     return cell;
   }));
   $("softmax-row").replaceChildren(...v.probabilities.map((probability, digit) => {
-    const cell = digitCell(digit, best, probability, probability >= 0.001 ? percent(probability)
+    const cell = digitCell(digit, best, probability, probability >= 0.001 ? `${(probability * 100).toPrecision(3)}%`
       : `${(probability / 10 ** Math.floor(Math.log10(probability))).toFixed(0)}e\u2212` +
         `${-Math.floor(Math.log10(probability))}`);
     cell.append(Object.assign(document.createElement("span"), { className: "bar" }));
