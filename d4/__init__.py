@@ -8,7 +8,7 @@ report.py (the record and report).
 The API's: serving.py (start-up and the server's state), batching.py (the inference thread),
 api_models.py and api_errors.py (its JSON shapes and errors), body_route.py and limits.py (how it
 reads and limits bodies), image_endpoint.py with preprocess.py (a picture -> MNIST-style input),
-batch_endpoint.py, model_card.py (GET /model and the layer table), health.py, pages.py (with
-home.html and draw.html).
+batch_endpoint.py, model_card.py (GET /model, /model/weights and the layer table), health.py,
+pages.py (with home.html, draw.html, draw.js, draw.css and favicon.ico).
 The client's: client.py. The handwriting proxy's and the tests': drawn_digits.py.
 """
