@@ -126,4 +126,5 @@ pages.serve_docs_offline(app)  # /docs and /redoc with their scripts served here
 app.include_router(health.router)  # GET /healthz: Render's health check, without the model
 api_errors.add_error_handlers(app)  # every error as {"message", "detail"}, never echoing input
 app.add_middleware(limits.ExplainTooLarge)  # a body over its route's limit: 413 naming the limit
+app.add_middleware(limits.BodyBudget)  # bodies in flight: 32 MiB together, none stalled
 limits.allow_origins_from_env(app)  # other web pages may call the API if D4_CORS_ORIGINS says so

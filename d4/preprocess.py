@@ -12,10 +12,12 @@ averages (`average_of_views`).
 Only Pillow is used: it is fast, it refuses broken files, and it keeps the API's deploy small.
 """
 
+import contextlib
 import io
+import re
 from array import array
 
-from PIL import Image, ImageFilter, ImageOps, ImageStat
+from PIL import Image, ImageFilter, ImageOps, ImageStat, PngImagePlugin
 
 from d4.model import DIGIT_BOX, IMAGE_SIZE
 
@@ -34,6 +36,13 @@ REDUCE_BAND_ROWS = 64  # rows of the shrunk picture made at a time: 4 MiB of a 4
 # pixels. With the server itself and the uploads waiting (d4/image_endpoint.py), a 512 MB instance
 # peaked at 265 MB (benchmarks/bench_pictures.py).
 MAX_DECODE_BYTES = 128 * 2**20
+# libjpeg decodes a progressive JPEG once per scan: a 4096x4096 one with 1,000 tiny scans (68 KB)
+# took 22 s at 0.1 CPU, and one with 20,000 held the decoder for minutes. Encoders write up to
+# ~10 scans (libjpeg's progressive script) and cameras 1; more than this is refused unread.
+MAX_JPEG_SCANS = 32
+# A PNG's text chunks (metadata) are kept in memory by Pillow, up to 64 MiB of them; photos and
+# drawings carry a few KB. A compressed one counts as what it may expand to (Pillow's cap, 1 MiB).
+MAX_PNG_TEXT_BYTES = 8 * 2**20
 # Below this share of the ink's contrast a pixel counts as paper: JPEG noise, shadows, dust.
 NOISE_LEVEL = 0.2
 MIN_CONTRAST = 32  # grey levels between the mean paper and the mean ink below which the image is called blank
@@ -124,8 +133,9 @@ def _load_greyscale(data: bytes) -> Image.Image:
         raise ImageRejected(f"the {image.format} file is truncated or corrupt") from None
     if frames > 1:
         raise ImageRejected(f"the image is animated ({frames} frames); send a single still image")
-    _refuse_over_memory_budget(image)
+    full_size = image.size
     image.draft("L", (WORKING_SIDE, WORKING_SIDE))  # JPEG only: decode straight to grey, at a smaller scale
+    _refuse_over_memory_budget(image, full_size, data)
     try:
         image.load()
     except Exception:  # a damaged file fails in many ways while it is decoded
@@ -133,12 +143,18 @@ def _load_greyscale(data: bytes) -> Image.Image:
     transparent = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     grey = _reduced(image, "LA" if transparent else "L")
     # Phones store photos as the sensor saw them and say in EXIF how to turn them upright.
-    ImageOps.exif_transpose(grey, in_place=True)
+    with contextlib.suppress(Exception):  # a corrupt EXIF block (SyntaxError, struct.error, ...): read as stored
+        ImageOps.exif_transpose(grey, in_place=True)
     return _flatten_transparency(grey) if transparent else grey
 
 
 def _opened(data: bytes) -> Image.Image:
     """The image's header read by the accepted formats' parsers only, checked against the size limits."""
+    if data.startswith(PNG_SIGNATURE) and _png_text_bytes(data) > MAX_PNG_TEXT_BYTES:
+        raise ImageTooLarge(
+            f"the PNG holds over {MAX_PNG_TEXT_BYTES / 2**20:.0f} MiB of text chunks (metadata, counted as what "
+            f"they may expand to), more than the API reads; save the picture without its metadata"
+        )
     try:
         # Pillow would otherwise try every format it knows (TIFF, ICO, ...) on the untrusted bytes.
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
@@ -157,26 +173,88 @@ def _opened(data: bytes) -> Image.Image:
     return image
 
 
-def _refuse_over_memory_budget(image: Image.Image) -> None:
-    """Refuse, from the header, a picture whose decoding would take more memory than MAX_DECODE_BYTES."""
-    needed = _decoding_bytes(image)
+def _refuse_over_memory_budget(image: Image.Image, full_size: tuple[int, int], data: bytes) -> None:
+    """Refuse, from the header, a picture whose decoding would take more memory than MAX_DECODE_BYTES,
+    or a JPEG with more scans than MAX_JPEG_SCANS, whose decoding would take too long."""
+    width, height = full_size
+    scans = _jpeg_scans(data) if image.format in ("JPEG", "MPO") else 1
+    if scans > MAX_JPEG_SCANS:
+        raise ImageTooLarge(
+            f"the JPEG has more than {MAX_JPEG_SCANS} scans (cameras write 1, progressive encoders about 10), "
+            f"which would take too long to decode; save it as a baseline JPEG or a PNG"
+        )
+    needed = _decoding_bytes(image, full_size, scans, data)
     if needed > MAX_DECODE_BYTES:
         raise ImageTooLarge(
-            f"the image is a {image.width}x{image.height} {image.format}, which takes {needed / 2**20:.0f} MiB "
+            f"the image is a {width}x{height} {image.format}, which takes {needed / 2**20:.0f} MiB "
             f"to decode; the limit is {MAX_DECODE_BYTES / 2**20:.0f} MiB: send a smaller picture "
             f"(a digit needs no more than {WORKING_SIDE} px on its long side)"
         )
 
 
-def _decoding_bytes(image: Image.Image) -> int:
-    """The memory that decoding the picture takes at its peak, worked out from its header (and measured)."""
+def _decoding_bytes(image: Image.Image, full_size: tuple[int, int], scans: int, data: bytes) -> int:
+    """The memory that decoding the picture takes at its peak, worked out from its header (and measured).
+
+    `image` is as draft() left it (a JPEG at the scale and mode it will be decoded to);
+    `full_size` is its size in the file, `scans` a JPEG's scans and `data` the file.
+    """
+    pixels = full_size[0] * full_size[1]
     if image.format == "WEBP":  # libwebp's canvas and its previous frame, the frame's bytes, the picture: 4 x RGBA
-        per_pixel = 16
-    elif image.info.get("progressive"):  # a progressive JPEG holds all its coefficients, 2 bytes a sample, full size
-        per_pixel = 2 * len(image.getbands())
-    else:  # Pillow's own layout: 1 byte a pixel for "1", "L" and "P", 2 for 16-bit grey, 4 for the rest (RGB too)
-        per_pixel = 1 if image.mode in ("1", "L", "P") else 2 if image.mode.startswith("I;16") else 4
-    return image.width * image.height * per_pixel
+        return 16 * pixels
+    # Pillow's own layout: 1 byte a pixel for "1", "L" and "P", 2 for 16-bit grey, 4 for the rest (RGB, CMYK)
+    per_pixel = 1 if image.mode in ("1", "L", "P") else 2 if image.mode.startswith("I;16") else 4
+    decoded = image.width * image.height * per_pixel
+    if image.format in ("JPEG", "MPO") and (scans > 1 or image.info.get("progressive")):
+        # A JPEG in several scans (progressive, or baseline with one scan per colour): libjpeg holds every
+        # coefficient, 2 bytes a sample at full size, whatever scale it decodes at. CMYK has 4 samples a pixel.
+        return decoded + 2 * len(image.getbands()) * pixels
+    if image.format == "PNG":  # its text chunks after the pixels are read into memory too
+        return decoded + _png_text_bytes(data)
+    return decoded
+
+
+# 0xFF then a marker's code: not a stuffed 0xFF (00), a restart marker (D0-D7) or fill (FF).
+JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+STANDALONE_MARKERS = (0x01, 0xD8)  # TEM and SOI carry no length
+
+
+def _jpeg_scans(data: bytes) -> int:
+    """The scans (SOS markers) of the JPEG's first image, up to MAX_JPEG_SCANS + 1.
+
+    Segments are skipped by their length, so a thumbnail inside EXIF is not counted; the compressed
+    data after each scan's header is searched for the next marker by a regular expression (in C).
+    """
+    scans, position = 0, 2  # after SOI
+    while scans <= MAX_JPEG_SCANS and (marker := JPEG_MARKER.search(data, position)):
+        code = data[marker.start() + 1]
+        if code == 0xD9:  # EOI: the first image ends (an MPO's other views follow)
+            break
+        scans += code == 0xDA
+        position = marker.start() + 2
+        if code not in STANDALONE_MARKERS:
+            position += int.from_bytes(data[position : position + 2], "big")
+    return scans
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def _png_text_bytes(data: bytes) -> int:
+    """What Pillow would hold for the PNG's text chunks, from the chunks' headers, up to just past MAX_PNG_TEXT_BYTES.
+
+    A compressed chunk (zTXt, or iTXt, which may be) counts as its bytes and what they may expand to.
+    """
+    text, position = 0, len(PNG_SIGNATURE)
+    while text <= MAX_PNG_TEXT_BYTES and position + 8 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        if kind in TEXT_CHUNKS:
+            text += length + (PngImagePlugin.MAX_TEXT_CHUNK if kind != b"tEXt" else 0)
+        elif kind == b"IEND":
+            break
+        position += 12 + length  # length, type, data, CRC
+    return text
 
 
 def _reduced(image: Image.Image, mode: str) -> Image.Image:

@@ -18,6 +18,7 @@ from typing import TypedDict
 import anyio
 
 from d4.batching import BatchingPredictor, Classify
+from d4.image_endpoint import DecoderClock
 from d4.model import TinyCNN
 from d4.model_card import ModelCard, describe
 from d4.weights import WeightsError, weights_errors_explained
@@ -35,6 +36,9 @@ class ServerState(TypedDict):
     # Decoding one picture takes up to MAX_DECODE_BYTES (128 MiB) at its peak; a 4096x4096 RGBA PNG
     # measured 81 MB (2026-12-02, d4/preprocess.py). One at a time keeps a 512 MB instance safe.
     image_workers: anyio.CapacityLimiter
+    decoder_clock: DecoderClock  # how long the picture being decoded has taken, for /healthz
+    # A large JSON body is parsed in a worker thread (d4/body_route.py), one at a time.
+    json_parser: anyio.CapacityLimiter
 
 
 @contextmanager
@@ -63,6 +67,12 @@ async def serving(model: TinyCNN, path: Path, classify: Classify) -> AsyncIterat
     # garbage objects and took ~100 ms, a whole second of a free instance's 0.1 CPU at wake-up.
     gc.freeze()
     try:
-        yield {"predictor": predictor, "model_card": model_card, "image_workers": anyio.CapacityLimiter(1)}
+        yield {
+            "predictor": predictor,
+            "model_card": model_card,
+            "image_workers": anyio.CapacityLimiter(1),
+            "decoder_clock": DecoderClock(),
+            "json_parser": anyio.CapacityLimiter(1),
+        }
     finally:
         predictor.stop()

@@ -1,4 +1,5 @@
-"""The API with three routes more, for tests on a real server: hold the picture decoder, see who waits, release it.
+"""The API with routes more, for tests on a real server: hold the picture decoder, see who waits, release it;
+slow a decode down.
 
     uvicorn held_decoder_app:app --app-dir tests
 
@@ -6,8 +7,13 @@ While the decoder is held, uploads to /predict/image queue for it exactly as the
 slow picture, but for as long as a test needs.
 """
 
+import io
+import time
+
 from fastapi import Request
 
+from conftest import drawn, encode
+from d4 import image_endpoint
 from d4_api_mnist import app
 
 TEST = object()  # the decoder's borrower while a test holds it
@@ -26,3 +32,27 @@ async def release(request: Request) -> None:
 @app.get("/test/decoder/waiting")
 async def waiting(request: Request) -> int:
     return request.state.image_workers.statistics().tasks_waiting
+
+
+class SlowUpload(io.BytesIO):
+    """An upload whose reading, done in the decoder's turn, takes `seconds`: a slow decode, as long as a test needs."""
+
+    def __init__(self, data: bytes, seconds: float) -> None:
+        super().__init__(data)
+        self.seconds = seconds
+
+    def read(self, size: int | None = -1) -> bytes:
+        time.sleep(self.seconds)
+        return super().read(size)
+
+
+@app.post("/test/decoder/slow")
+async def slow(request: Request, seconds: float, stuck_after_s: float) -> int:
+    """Decode a picture the API's way, taking `seconds`, with the decoder called stuck past `stuck_after_s`."""
+    clock = request.state.decoder_clock
+    clock.stuck_after_s = stuck_after_s
+    try:
+        upload = SlowUpload(encode(drawn(7), "PNG"), seconds)
+        return len(await image_endpoint._prepared(upload, request.state.image_workers, clock))
+    finally:
+        clock.stuck_after_s = image_endpoint.DECODER_STUCK_S
