@@ -1,9 +1,11 @@
-"""The client script against a real uvicorn server on a loopback port, and against failures."""
+"""The client script against a real uvicorn server on a loopback port.
+
+tests/test_client.py runs it against servers that misbehave, and addresses it cannot use.
+"""
 
 import json
 import re
 import socket
-import threading
 
 import pytest
 import requests
@@ -38,7 +40,8 @@ def server_url():
 
 
 def run_client(*args: str, **env: str):
-    return run_script("d4_test_api.py", "--data-dir", str(FIXTURE_MNIST), *args, env=script_env(**env), timeout=120)
+    client = ("d4_test_api.py", "--data-dir", str(FIXTURE_MNIST), *args)
+    return run_script(*client, env=script_env(**env), timeout=120)
 
 
 def test_client_posts_test_digit_0_and_prints_the_answer_rounded_and_whether_it_was_right(
@@ -59,19 +62,19 @@ def test_client_posts_test_digit_0_and_prints_the_answer_rounded_and_whether_it_
     assert says_how_sure(verdict.split(", ")[1].removesuffix(" sure"), exact)
 
 
-def test_client_json_prints_the_answer_as_it_came(server_url, fixture_test_digits):
+def test_client_json_prints_the_answer_as_the_notes_do(server_url, fixture_test_digits):
     images, _ = fixture_test_digits
     result = run_client("--url", server_url, "--json")
     assert result.returncode == 0, result.stderr
-    actual_line, json_line = result.stdout.strip().splitlines()
-    answer = json.loads(json_line)
+    actual_line, answer_line = result.stdout.strip().splitlines()
     direct = asked_directly(server_url, images, 0)
-    assert actual_line == "actual: 7" and answer == direct
+    assert actual_line == "actual: 7"
+    assert answer_line == str(direct)  # print(r.json()): as Python prints a dict
 
 
 def test_client_says_when_the_model_is_wrong(server_url, fixture_test_digits):
     images, labels = fixture_test_digits
-    # Find a shipped test digit the shipped model gets wrong through the API, then ask the client about it.
+    # Find a shipped test digit the shipped model gets wrong through the API, then ask the client.
     for index in range(300):
         answer = asked_directly(server_url, images, index)
         if answer["predicted_digit"] != labels[index]:
@@ -91,25 +94,32 @@ def test_client_takes_base_url_from_env_and_another_index(server_url):
     assert json.loads(result.stdout.splitlines()[1])["predicted_digit"] == 2
 
 
-def test_client_without_mnist_or_network_sends_the_shipped_test_digits_and_says_so(server_url, tmp_path):
+def test_client_without_mnist_or_network_sends_the_shipped_test_digits_and_says_so(
+    server_url, tmp_path
+):
     refused = "http://127.0.0.1:9"  # nothing listens on port 9: every download fails at once
-    env = script_env(**{name: refused for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")})
-    env.update(no_proxy="127.0.0.1", NO_PROXY="127.0.0.1")  # the API on loopback is still reached directly
+    proxies = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")
+    env = script_env(**dict.fromkeys(proxies, refused))
+    env.update(no_proxy="127.0.0.1", NO_PROXY="127.0.0.1")  # the API on loopback is still reached
     data_dir = tmp_path / "data"
-    result = run_script("d4_test_api.py", "--url", server_url, "--data-dir", str(data_dir), "--index", "1",
-                        env=env, timeout=120)  # fmt: skip
+    result = run_script("d4_test_api.py", "--url", server_url, "--data-dir", str(data_dir),
+                        "--index", "1", env=env, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("actual: 2\n")
     assert result.stdout.strip().splitlines()[-1].startswith("right: the model reads 2")
-    assert "note: MNIST is not in" in result.stderr and "300 MNIST test digits that ship in" in result.stderr
+    assert "note: MNIST is not in" in result.stderr
+    assert "300 MNIST test digits that ship in" in result.stderr
     assert "Traceback" not in result.stderr
     assert not data_dir.exists()  # the failed download left nothing behind
 
 
 @pytest.mark.parametrize("query", ["", "/?k=1"])
-def test_client_sends_a_photo_of_your_own_digit_and_shows_what_the_model_saw(server_url, tmp_path, query):
+def test_client_sends_a_photo_of_your_own_digit_and_shows_what_the_model_saw(
+    server_url, tmp_path, query
+):
     photo = tmp_path / "my_digit.jpg"
-    paper = Image.new("RGB", (640, 480), (228, 222, 208))  # a phone photo: warm paper, blue ink, off centre
+    # A phone photo: warm paper, blue ink, off centre.
+    paper = Image.new("RGB", (640, 480), (228, 222, 208))
     paper.paste((40, 40, 90), (300, 150), ImageOps.invert(drawn(4).resize((240, 240))))
     photo.write_bytes(encode(paper, "JPEG", quality=85))
     result = run_client("--url", server_url + query, "--image", str(photo))
@@ -118,7 +128,7 @@ def test_client_sends_a_photo_of_your_own_digit_and_shows_what_the_model_saw(ser
     assert lines[0] == "the model saw (my_digit.jpg prepared as MNIST's 28x28):"
     seen = lines[1:29]
     assert all(len(row) == 56 for row in seen) and any(row.strip() for row in seen)
-    assert not seen[0].strip() and not seen[-1].strip()  # MNIST's empty margin: the digit is centred
+    assert not seen[0].strip() and not seen[-1].strip()  # MNIST's margin: the digit is centred
     answer = json.loads(lines[29])
     assert answer["predicted_digit"] == 4 and "input" not in answer
     assert lines[30].startswith("the model reads 4, ") and lines[30].endswith(" sure")
@@ -136,12 +146,14 @@ def test_client_says_in_one_line_when_the_picture_is_not_a_digit(server_url, tmp
 
 
 def test_client_reports_an_error_answer_in_one_line_that_says_what_it_added(server_url):
-    for typed in (f"{server_url}/no-such-prefix", f"{server_url}/docs"):  # paths this server has no /predict under
+    # Paths that this server has no /predict under.
+    for typed in (f"{server_url}/no-such-prefix", f"{server_url}/docs"):
         result = run_client("--url", typed)
         assert result.returncode == 1
         assert result.stderr.strip() == (
-            f"error: {typed}/predict answered HTTP 404 (not found): the client adds /predict to --url {typed!r}, "
-            "and the server has no such path; give the server's base URL, such as http://127.0.0.1:8000"
+            f"error: {typed}/predict answered HTTP 404 (not found): the client adds /predict to "
+            f"--url {typed!r}, and the server has no such path; give the server's base URL, such "
+            "as http://127.0.0.1:8000"
         )
 
 
@@ -153,30 +165,6 @@ def test_client_says_when_a_plain_http_server_is_called_with_https(server_url):
         f"error: {https}/predict does not answer HTTPS: a local uvicorn serves plain http, "
         f"try --url {server_url}/predict"
     )
-
-
-def test_client_reports_a_server_that_is_down(tmp_path):
-    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    result = run_client("--url", url)
-    assert result.returncode == 1
-    assert result.stderr.strip().startswith(f"error: cannot reach {url}/predict: is the server running?")
-    assert "Traceback" not in result.stderr
-
-
-def test_client_reports_a_server_too_slow_to_answer():
-    listener = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
-    accepted = []
-    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{listener.getsockname()[1]}/predict"
-        result = run_client("--url", url, "--timeout", "1")
-    finally:
-        listener.close()
-    assert result.returncode == 1
-    assert result.stderr.strip().startswith(f"error: no answer from {url} within 1 s")
-    assert "Traceback" not in result.stderr
 
 
 def test_client_refuses_an_index_out_of_range(server_url):
@@ -218,44 +206,9 @@ def test_cors_origins_are_configurable_as_a_comma_separated_list_with_spaces():
     assert "access-control-allow-origin" not in other.headers
 
 
-@pytest.mark.parametrize(
-    ("typed", "posted_to"),
-    [
-        ("localhost:8000", "http://localhost:8000/predict"),
-        ("127.0.0.1:8000/", "http://127.0.0.1:8000/predict"),
-        ("http://h:8000/?k=1", "http://h:8000/predict?k=1"),
-        ("https://example.org/d4/", "https://example.org/d4/predict"),
-        ("https://example.org/d4/predict", "https://example.org/d4/predict"),
-        ("https://example.org/d4/predict/", "https://example.org/d4/predict"),
-        ("http://h:8000/predict/image", "http://h:8000/predict"),  # the image endpoint's URL, typed for --url
-        ("[::1]:8000", "http://[::1]:8000/predict"),  # an IPv6 address
-    ],
-)
-def test_client_builds_the_predict_url_from_what_people_type(typed, posted_to):
-    from d4.client import predict_url
-
-    assert predict_url(typed) == posted_to
-
-
 def test_client_takes_a_bare_host_and_port_and_a_query(server_url):
     bare = server_url.removeprefix("http://")
     for url in (bare, f"{server_url}/?k=1"):
         result = run_client("--url", url)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout.splitlines()[1])["predicted_digit"] == 7
-
-
-@pytest.mark.parametrize(
-    ("typed", "problem"),
-    [
-        ("ftp://example.org/", "'ftp://example.org/' is not an http:// or https:// address with a host"),
-        ("not a url", "'http://not a url' is not a web address: 'not a url' cannot be a host name"),
-        ("localhost:99999", "'http://localhost:99999' has a port that is not a number from 0 to 65535"),
-    ],
-)
-def test_client_refuses_a_url_it_cannot_use_in_one_line(typed, problem):
-    result = run_client("--url", typed)
-    assert result.returncode == 1
-    assert result.stderr.strip() == (
-        f"error: --url {problem}; give one such as http://127.0.0.1:8000 or https://YOUR-SERVICE.onrender.com"
-    )
