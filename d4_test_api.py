@@ -50,7 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--image", type=Path, help="send this picture of a digit (PNG, JPEG, ...) instead"
     )
     parser.add_argument(
-        "--json", action="store_true", help="print the whole answer as the notes do, unrounded"
+        "--json",
+        action="store_true",
+        help="print the answer exactly as it came: JSON, for programs",
     )
     parser.add_argument(
         "--data-dir", default="data", help="MNIST root: MNIST/raw/ is read or downloaded here"
@@ -91,12 +93,11 @@ def main(argv: list[str] | None = None) -> None:
         r = requests.post(url, json=payload, **call_options(args.timeout))
         checked(r, args.url)
     print("actual:", Y)
-    if args.json:  # the notes' last line, with --json: the whole answer, unrounded
-        print(r.json())
+    if args.json:  # not in the notes: the answer exactly as it came, for another program to read
+        print(r.text)
         return
-    # Not in the notes: the answer with its probabilities rounded to read, and whether it was right.
-    print(readable(r.json()))
-    print(verdict(r.json(), Y))
+    print(r.json())
+    print(verdict(r.json(), Y))  # not in the notes: was the model right, and how sure was it
 
 
 def send_picture(args: argparse.Namespace, url: str) -> None:
@@ -111,7 +112,7 @@ def send_picture(args: argparse.Namespace, url: str) -> None:
         r = requests.post(url, params=return_input, files=upload, **call_options(args.timeout))
         checked(r, args.url, with_input=True)
     if args.json:
-        print(r.json())
+        print(r.text)
         return
     answer = r.json()
     print(f"the model saw ({args.image.name} prepared as MNIST's 28x28):")

@@ -3,6 +3,7 @@
 tests/test_client.py runs it against servers that misbehave, and addresses it cannot use.
 """
 
+import ast
 import json
 import re
 import socket
@@ -44,32 +45,27 @@ def run_client(*args: str, **env: str):
     return run_script(*client, env=script_env(**env), timeout=120)
 
 
-def test_client_posts_test_digit_0_and_prints_the_answer_rounded_and_whether_it_was_right(
+def test_client_posts_test_digit_0_and_prints_the_answer_as_the_notes_do_and_whether_it_was_right(
     server_url, fixture_test_digits
 ):
     images, _ = fixture_test_digits
     result = run_client("--url", f"{server_url}/predict")
     assert result.returncode == 0, result.stderr
-    actual_line, json_line, verdict = result.stdout.strip().splitlines()
+    actual_line, answer_line, verdict = result.stdout.strip().splitlines()
     assert actual_line == "actual: 7"
-    answer = json.loads(json_line)
-    assert answer["predicted_digit"] == 7
-    assert len(answer["probabilities"]) == 10
-    assert all(round(p, 4) == p for p in answer["probabilities"])  # rounded for reading
-    assert sum(answer["probabilities"]) == pytest.approx(1, abs=1e-3)
-    exact = asked_directly(server_url, images, 0)["confidence"]
+    direct = asked_directly(server_url, images, 0)
+    assert answer_line == str(direct)  # the notes' print(r.json()): as Python prints a dict
     assert re.fullmatch(r"right: the model reads 7, \S+ sure", verdict)
-    assert says_how_sure(verdict.split(", ")[1].removesuffix(" sure"), exact)
+    assert says_how_sure(verdict.split(", ")[1].removesuffix(" sure"), direct["confidence"])
 
 
-def test_client_json_prints_the_answer_as_the_notes_do(server_url, fixture_test_digits):
+def test_client_json_prints_the_answer_exactly_as_it_came(server_url, fixture_test_digits):
     images, _ = fixture_test_digits
     result = run_client("--url", server_url, "--json")
     assert result.returncode == 0, result.stderr
     actual_line, answer_line = result.stdout.strip().splitlines()
-    direct = asked_directly(server_url, images, 0)
     assert actual_line == "actual: 7"
-    assert answer_line == str(direct)  # print(r.json()): as Python prints a dict
+    assert json.loads(answer_line) == asked_directly(server_url, images, 0)  # JSON, for a program
 
 
 def test_client_says_when_the_model_is_wrong(server_url, fixture_test_digits):
@@ -91,7 +87,7 @@ def test_client_takes_base_url_from_env_and_another_index(server_url):
     result = run_client("--index", "1", D4_API_URL=server_url)  # test digit 1 is a 2
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("actual: 2\n")
-    assert json.loads(result.stdout.splitlines()[1])["predicted_digit"] == 2
+    assert ast.literal_eval(result.stdout.splitlines()[1])["predicted_digit"] == 2
 
 
 def test_client_without_mnist_or_network_sends_the_shipped_test_digits_and_says_so(
@@ -199,7 +195,9 @@ def test_cors_origins_are_configurable_as_a_comma_separated_list_with_spaces():
             requests.options(f"{url}/predict", headers={**preflight, "Origin": origin}, timeout=5)
             for origin in ("https://digits.example", "https://b.example")
         ]
-        other = requests.options(f"{url}/predict", headers={**preflight, "Origin": "https://evil.example"}, timeout=5)
+        other = requests.options(
+            f"{url}/predict", headers={**preflight, "Origin": "https://evil.example"}, timeout=5
+        )
     assert [answer.status_code for answer in allowed] == [200, 200]
     assert allowed[0].headers.get("access-control-allow-origin") == "https://digits.example"
     assert allowed[1].headers.get("access-control-allow-origin") == "https://b.example"
@@ -211,4 +209,4 @@ def test_client_takes_a_bare_host_and_port_and_a_query(server_url):
     for url in (bare, f"{server_url}/?k=1"):
         result = run_client("--url", url)
         assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout.splitlines()[1])["predicted_digit"] == 7
+        assert ast.literal_eval(result.stdout.splitlines()[1])["predicted_digit"] == 7

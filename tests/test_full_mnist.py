@@ -3,6 +3,7 @@
 Needs the whole dataset, found through D4_MNIST_ROOT (`.ci/run` points it at ../shared/mnist).
 """
 
+import ast
 import os
 import re
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from conftest import REPO, run_script, script_env
+from conftest import REPO, run_script, script_env, uvicorn_server
 from d4.data import load_mnist
 from d4.model import to_model_input
 from d4.weights import load_weights
@@ -35,6 +36,12 @@ def test_default_training_reaches_its_promised_accuracy_and_its_weights_load_int
     accuracy = float(re.search(r"^test accuracy=(\S+)$", result.stdout, re.MULTILINE).group(1))
     assert accuracy >= 0.985  # README's promise for the default run (0.9878-0.9887 over seeds 0-2)
     assert_same_figures(TRAINING_LINE.findall(result.stdout), readme_block_after("### 2. Train"))
+    with uvicorn_server(out) as url:  # README's step 4, on the weights of its step 2
+        client = run_script(
+            "d4_test_api.py", "--url", url, "--data-dir", MNIST_ROOT, env=script_env()
+        )
+    assert client.returncode == 0, client.stderr
+    assert_same_client_output(client.stdout.splitlines(), readme_client_block())
 
     from d4_api_mnist import app
 
@@ -89,3 +96,21 @@ def test_the_notes_recipe_prints_the_figures_readme_shows(tmp_path):
     result = run_script("d4_tiny_cnn_mnist.py", *args, "--no-plot", env=script_env(), timeout=900)
     assert result.returncode == 0, result.stderr
     assert_same_figures(TRAINING_LINE.findall(result.stdout), readme_inline_figures(command))
+
+
+def readme_client_block() -> list[str]:
+    """What README's step 4 shows `python d4_test_api.py` printing."""
+    section = (REPO / "README.md").read_text().split("$ python d4_test_api.py\n", 1)[1]
+    return section.split("```", 1)[0].splitlines()
+
+
+def assert_same_client_output(printed: list[str], shown: list[str]) -> None:
+    """The client printed README's lines: the same label and verdict, the same answer to float rounding."""
+    assert len(printed) == len(shown) == 3, (printed, shown)
+    assert printed[0] == shown[0] and printed[2] == shown[2]
+    answer, expected = ast.literal_eval(printed[1]), ast.literal_eval(shown[1])
+    assert answer["predicted_digit"] == expected["predicted_digit"]
+    numbers = [answer["confidence"], *answer["probabilities"]]
+    assert numbers == pytest.approx(
+        [expected["confidence"], *expected["probabilities"]], rel=1e-3, abs=1e-9
+    )

@@ -4,7 +4,7 @@ The notes' code here is its re-implementation in benchmarks/ (notes_model.py, no
 notes_api.py), run as the notes run it: a script, and a real uvicorn.
 """
 
-import json
+import ast
 import shutil
 from pathlib import Path
 
@@ -35,7 +35,9 @@ CLIENT_INDICES = (0, 1, 2, 3, 4)
 def our_trained_weights(tmp_path_factory) -> Path:
     """A d4_cnn.pt written by our trainer's main(), on the fixture."""
     out = tmp_path_factory.mktemp("ours") / "d4_cnn.pt"
-    trainer.main(["--data-dir", str(FIXTURE_MNIST), "--device", "cpu", "--no-plot", "--out", str(out)])
+    trainer.main(
+        ["--data-dir", str(FIXTURE_MNIST), "--device", "cpu", "--no-plot", "--out", str(out)]
+    )
     return out
 
 
@@ -44,7 +46,9 @@ def notes_trained_folder(tmp_path_factory):
     """A folder holding the d4_cnn.pt that the notes' training script wrote, trained on the fixture."""
     folder = tmp_path_factory.mktemp("notes")
     notes_train = str(REPO / "benchmarks" / "notes_train.py")
-    result = run_script(notes_train, "--data-dir", str(FIXTURE_MNIST), "--out", str(folder / "d4_cnn.pt"))
+    result = run_script(
+        notes_train, "--data-dir", str(FIXTURE_MNIST), "--out", str(folder / "d4_cnn.pt")
+    )
     assert result.returncode == 0, result.stderr
     assert "test accuracy=" in result.stdout
     return folder
@@ -62,7 +66,9 @@ def test_our_weights_load_strictly_into_the_notes_class_and_give_identical_logit
 ):
     path = SHIPPED_WEIGHTS if weights == "shipped" else our_trained_weights
     notes_model = NotesTinyCNN()
-    notes_model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    notes_model.load_state_dict(
+        torch.load(path, map_location="cpu", weights_only=True), strict=True
+    )
     with torch.no_grad():
         assert torch.equal(load_weights(path)(fixture_pixels), notes_model.eval()(fixture_pixels))
 
@@ -70,7 +76,9 @@ def test_our_weights_load_strictly_into_the_notes_class_and_give_identical_logit
 def test_weights_saved_by_the_notes_training_loop_load_into_ours_with_identical_logits(
     notes_trained_folder, fixture_pixels
 ):
-    state_dict = torch.load(notes_trained_folder / "d4_cnn.pt", map_location="cpu", weights_only=True)
+    state_dict = torch.load(
+        notes_trained_folder / "d4_cnn.pt", map_location="cpu", weights_only=True
+    )
     notes_model = NotesTinyCNN()
     notes_model.load_state_dict(state_dict)
     ours = TinyCNN()
@@ -78,7 +86,9 @@ def test_weights_saved_by_the_notes_training_loop_load_into_ours_with_identical_
     with torch.no_grad():
         notes_logits = notes_model.eval()(fixture_pixels)
         assert torch.equal(ours.eval()(fixture_pixels), notes_logits)
-        assert torch.equal(load_weights(notes_trained_folder / "d4_cnn.pt")(fixture_pixels), notes_logits)
+        assert torch.equal(
+            load_weights(notes_trained_folder / "d4_cnn.pt")(fixture_pixels), notes_logits
+        )
 
 
 def client_answers(url: str) -> list[dict]:
@@ -86,10 +96,19 @@ def client_answers(url: str) -> list[dict]:
     answers = []
     for index in CLIENT_INDICES:
         result = run_script(
-            "d4_test_api.py", "--data-dir", str(FIXTURE_MNIST), "--url", url, "--index", str(index), env=script_env()
+            "d4_test_api.py",
+            "--data-dir",
+            str(FIXTURE_MNIST),
+            "--url",
+            url,
+            "--index",
+            str(index),
+            env=script_env(),
         )
         assert result.returncode == 0, result.stderr
-        answers.append(json.loads(result.stdout.splitlines()[1]))
+        answers.append(
+            ast.literal_eval(result.stdout.splitlines()[1])
+        )  # print(r.json()), as the notes
     return answers
 
 
@@ -107,19 +126,36 @@ def test_the_notes_api_on_the_shipped_weights_answers_the_client_as_ours_does(tm
     with uvicorn_server() as our_url:
         ours = client_answers(our_url)
     assert_same_answers(ours, notes)
-    assert [answer["predicted_digit"] for answer in ours] == [7, 2, 1, 0, 4]  # the first five MNIST test digits
+    assert [answer["predicted_digit"] for answer in ours] == [
+        7,
+        2,
+        1,
+        0,
+        4,
+    ]  # the first five MNIST test digits
 
 
-def test_our_api_serves_the_notes_trained_weights_and_agrees_with_the_notes_api(notes_trained_folder, fixture_pixels):
+def test_our_api_serves_the_notes_trained_weights_and_agrees_with_the_notes_api(
+    notes_trained_folder, fixture_pixels
+):
     bodies = [{"pixels": pixels[0].tolist()} for pixels in fixture_pixels[:100]]
     with notes_api_server(notes_trained_folder) as notes_url, requests.Session() as session:
-        notes = [session.post(f"{notes_url}/predict", json=body, timeout=10).json() for body in bodies]
-        wrong_shape = session.post(f"{notes_url}/predict", json={"pixels": [[0.0] * 28] * 27}, timeout=10)
-    with uvicorn_server(notes_trained_folder / "d4_cnn.pt") as our_url, requests.Session() as session:
+        notes = [
+            session.post(f"{notes_url}/predict", json=body, timeout=10).json() for body in bodies
+        ]
+        wrong_shape = session.post(
+            f"{notes_url}/predict", json={"pixels": [[0.0] * 28] * 27}, timeout=10
+        )
+    with (
+        uvicorn_server(notes_trained_folder / "d4_cnn.pt") as our_url,
+        requests.Session() as session,
+    ):
         ours = [session.post(f"{our_url}/predict", json=body, timeout=10).json() for body in bodies]
     assert_same_answers(ours, notes)
     # The notes' API answers a wrong shape with a 200 and an error field; ours with a 422.
-    assert wrong_shape.status_code == 200 and wrong_shape.json() == {"error": "pixels must be a 28x28 array"}
+    assert wrong_shape.status_code == 200 and wrong_shape.json() == {
+        "error": "pixels must be a 28x28 array"
+    }
 
 
 def test_our_api_refuses_old_layout_weights_at_start_up_in_one_line(tmp_path):
