@@ -13,11 +13,14 @@ for the geometry: no per-image PIL work, no DataLoader workers. `bench_handwriti
 what each part buys.
 """
 
+import io
 import math
+import random
 
 import torch
 import torch.nn.functional as F
 
+from d4.drawn_digits import OTHER_HANDS_FORMS, Form, draw, jittered, varied
 from d4.model import DIGIT_BOX, IMAGE_SIZE
 
 ROTATION_DEGREES = 12
@@ -34,18 +37,39 @@ LOW_RESOLUTION_SIDES = (8, 16)  # the coarse scan's side, in pixels, drawn from 
 # is a 1 in 98.9% of MNIST's training digits and covers 92% of its 1s: the batch comes without its
 # labels, so a 1 is told by its shape.
 ONE_ELONGATION = 0.25
-FLAG_SHARE = 0.8  # of those 1s, given a long diagonal flag from the top of the stem, as Europeans write it
+FLAG_SHARE = (
+    0.8  # of those 1s, given a long diagonal flag from the top of the stem, as Europeans write it
+)
 FOOT_SHARE = 0.5  # of the flagged 1s, given a foot too
 FLAG_LENGTH = (0.4, 0.75)  # of the stem's length
 FLAG_DROP_DEGREES = (30, 60)  # the flag's angle below the horizontal
 FOOT_LENGTH = (0.35, 0.7)  # of the stem's length, centred on its foot
-BOX_ROWS = slice((IMAGE_SIZE - DIGIT_BOX) // 2, (IMAGE_SIZE + DIGIT_BOX) // 2)  # the box's rows (and columns)
+BOX_ROWS = slice(
+    (IMAGE_SIZE - DIGIT_BOX) // 2, (IMAGE_SIZE + DIGIT_BOX) // 2
+)  # the box's rows (and columns)
+# Other hands' forms of 2, 4, 7 and 9 (issue #29), drawn in place of this share of those digits when distort() is
+# given the batch's labels. They are drawn from the templates in d4/drawn_digits.py by their own generator (not the
+# handwriting proxy's seeds), each template point first moved by up to FORM_JITTER pad pixels, then varied as a
+# hand would, with a pen FORM_PEN pad pixels wide, and prepared as /predict/image prepares a picture.
+FORM_SHARE = 0.3
+FORMS_PER_DIGIT = 600
+FORM_JITTER = 10
+FORM_PEN = (10, 36)
+FORMS_SEED = 2029
 
 
-def distort(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A randomly distorted copy of a batch of digits (N, 1, H, W) in 0..1; `generator` (on the CPU) decides."""
+def distort(
+    pixels: torch.Tensor, generator: torch.Generator, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A randomly distorted copy of a batch of digits (N, 1, H, W) in 0..1; `generator` (on the CPU) decides.
+
+    Given the batch's `labels`, FORM_SHARE of its 2s, 4s, 7s and 9s are first redrawn in other hands' forms
+    (`_random_forms`); without them (as the trainer calls it today) the batch is distorted as before, draw for draw.
+    """
     count, _, height, width = pixels.shape
     draw = _uniform_draw(generator, pixels.device)
+    if labels is not None:
+        pixels = _random_forms(pixels, labels, generator)
     # Form scanners stretch a plain 1 into a block: the 1s chosen for that keep no flag, so the batch
     # still shows as many stretched plain 1s as before the flags came in.
     filling = draw(count, 0, 1) < FILL_SHARE
@@ -53,7 +77,9 @@ def distort(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     theta = _compose(_random_fill(pixels, filling), _random_affine(count, draw))
     grid = F.affine_grid(theta, [count, 1, height, width], align_corners=False)
     grid = grid + _elastic_field(count, height, width, generator, pixels.device)
-    distorted = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    distorted = F.grid_sample(
+        pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
     distorted = _random_thickness(distorted, draw)
     return _random_low_resolution(distorted, draw).contiguous(memory_format=torch.channels_last)
 
@@ -115,7 +141,9 @@ def _compose(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
     return torch.cat([linear, shift.unsqueeze(2)], dim=2)
 
 
-def _elastic_field(count: int, height: int, width: int, generator: torch.Generator, device) -> torch.Tensor:
+def _elastic_field(
+    count: int, height: int, width: int, generator: torch.Generator, device
+) -> torch.Tensor:
     """(count, H, W, 2) smooth random displacements in grid units (2 / side per pixel)."""
     noise = (torch.rand(count, 2, height, width, generator=generator) * 2 - 1).to(device)
     radius = int(2 * ELASTIC_SMOOTHNESS)
@@ -124,8 +152,12 @@ def _elastic_field(count: int, height: int, width: int, generator: torch.Generat
     kernel = kernel / kernel.sum()
     # Separable Gaussian blur of both displacement channels, then scaled so the largest moves are about
     # ELASTIC_STRENGTH pixels (a blur shrinks uniform noise by roughly its kernel's square-root width).
-    smooth = F.conv2d(noise.reshape(-1, 1, height, width), kernel.view(1, 1, 1, -1), padding=(0, radius))
-    smooth = F.conv2d(smooth, kernel.view(1, 1, -1, 1), padding=(radius, 0)).view(count, 2, height, width)
+    smooth = F.conv2d(
+        noise.reshape(-1, 1, height, width), kernel.view(1, 1, 1, -1), padding=(0, radius)
+    )
+    smooth = F.conv2d(smooth, kernel.view(1, 1, -1, 1), padding=(radius, 0)).view(
+        count, 2, height, width
+    )
     smooth = smooth / smooth.flatten(1).abs().amax(dim=1).clamp_min(1e-6).view(count, 1, 1, 1)
     pixels_to_grid = torch.tensor([2 / width, 2 / height], device=device).view(1, 2, 1, 1)
     return (smooth * ELASTIC_STRENGTH * pixels_to_grid).permute(0, 2, 3, 1)
@@ -150,9 +182,13 @@ def _random_low_resolution(pixels: torch.Tensor, draw) -> torch.Tensor:
     side = int(draw(1, LOW_RESOLUTION_SIDES[0], LOW_RESOLUTION_SIDES[1] + 1).item())
     box = pixels[chosen, :, BOX_ROWS, BOX_ROWS]
     coarse = _area_shrunk(box, side)
-    coarse = coarse / coarse.flatten(1).amax(dim=1).clamp_min(1e-6).view(-1, 1, 1, 1)  # scanners stretch contrast
+    coarse = coarse / coarse.flatten(1).amax(dim=1).clamp_min(1e-6).view(
+        -1, 1, 1, 1
+    )  # scanners stretch contrast
     threshold = draw(len(chosen), 0.3, 0.5).view(-1, 1, 1, 1)
-    binary = draw(len(chosen), 0, 1).view(-1, 1, 1, 1) < 0.5  # half black-and-white scans, half 17 grey levels
+    binary = (
+        draw(len(chosen), 0, 1).view(-1, 1, 1, 1) < 0.5
+    )  # half black-and-white scans, half 17 grey levels
     coarse = torch.where(binary, (coarse > threshold).float(), torch.round(coarse * 16) / 16)
     enlarged = F.interpolate(coarse, size=box.shape[-2:], mode="bilinear", align_corners=False)
     pixels = pixels.clone()
@@ -193,7 +229,12 @@ def _random_flags(pixels: torch.Tensor, draw, allowed: torch.Tensor) -> torch.Te
     drop = draw(count, *FLAG_DROP_DEGREES).unsqueeze(1) * (math.pi / 180)
     course = torch.cat([-torch.cos(drop), torch.sin(drop)], dim=1)
     flag_end = top + draw(count, *FLAG_LENGTH).unsqueeze(1) * length * course
-    foot = draw(count, *FOOT_LENGTH).unsqueeze(1) * length / 2 * torch.tensor([[1.0, 0.0]], device=pixels.device)
+    foot = (
+        draw(count, *FOOT_LENGTH).unsqueeze(1)
+        * length
+        / 2
+        * torch.tensor([[1.0, 0.0]], device=pixels.device)
+    )
     flag = _segment_ink(top, flag_end, stroke, pixels) * flagged.view(-1, 1, 1)
     foot = _segment_ink(bottom - foot, bottom + foot, stroke, pixels) * footed.view(-1, 1, 1)
     drawn = torch.maximum(pixels, torch.maximum(flag, foot).unsqueeze(1))
@@ -208,14 +249,18 @@ def _centre_of_mass(pixels: torch.Tensor) -> torch.Tensor:
     xs, ys = _pixel_grid(pixels)
     ink = pixels[:, 0]
     mass = ink.sum(dim=(1, 2)).clamp_min(1e-6)
-    return torch.stack([(ink * xs).sum(dim=(1, 2)), (ink * ys).sum(dim=(1, 2))], dim=1) / mass.unsqueeze(1)
+    return torch.stack(
+        [(ink * xs).sum(dim=(1, 2)), (ink * ys).sum(dim=(1, 2))], dim=1
+    ) / mass.unsqueeze(1)
 
 
 def _moved(pixels: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """The digits moved by -offset (N, 2) pixels: each output pixel samples the input `offset` away."""
     count, _, height, width = pixels.shape
     theta = torch.eye(2, 3, device=pixels.device).repeat(count, 1, 1)
-    theta[:, :, 2] = offset * torch.tensor([[2 / width, 2 / height]], device=pixels.device)  # pixels to grid units
+    theta[:, :, 2] = offset * torch.tensor(
+        [[2 / width, 2 / height]], device=pixels.device
+    )  # pixels to grid units
     grid = F.affine_grid(theta, [count, 1, height, width], align_corners=False)
     return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -236,11 +281,15 @@ def _stem(pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
     up = torch.where((along[:, 1] > 0).unsqueeze(1), -along, along)  # y grows downwards
     half_trace, gap = (xx + yy) / 2, (((xx - yy) / 2) ** 2 + xy**2).sqrt()
     elongation = ((half_trace - gap).clamp_min(0) / (half_trace + gap).clamp_min(1e-6)).sqrt()
-    reach = dx * up[:, 0].view(-1, 1, 1) + dy * up[:, 1].view(-1, 1, 1)  # each pixel's distance along the axis
+    reach = dx * up[:, 0].view(-1, 1, 1) + dy * up[:, 1].view(
+        -1, 1, 1
+    )  # each pixel's distance along the axis
     inked = ink > 0.3
     highest = torch.where(inked, reach, -math.inf).flatten(1).amax(dim=1).clamp_min(0).unsqueeze(1)
     lowest = torch.where(inked, reach, math.inf).flatten(1).amin(dim=1).clamp_max(0).unsqueeze(1)
-    stroke = (mass.unsqueeze(1) / (highest - lowest).clamp_min(1)).clamp(1.5, 4)  # the ink's area over its length
+    stroke = (mass.unsqueeze(1) / (highest - lowest).clamp_min(1)).clamp(
+        1.5, 4
+    )  # the ink's area over its length
     return centre + highest * up, centre + lowest * up, stroke, elongation
 
 
@@ -253,7 +302,9 @@ def _pixel_grid(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return xs, ys
 
 
-def _segment_ink(start: torch.Tensor, end: torch.Tensor, stroke: torch.Tensor, pixels: torch.Tensor):
+def _segment_ink(
+    start: torch.Tensor, end: torch.Tensor, stroke: torch.Tensor, pixels: torch.Tensor
+):
     """(N, H, W) ink of a straight pen stroke from `start` to `end` (N, 2), `stroke` (N, 1) pixels wide, edges soft."""
     xs, ys = _pixel_grid(pixels)
     points = torch.stack([xs, ys], dim=-1).view(1, -1, 2)
@@ -262,3 +313,52 @@ def _segment_ink(start: torch.Tensor, end: torch.Tensor, stroke: torch.Tensor, p
     along = ((offset * course).sum(dim=2) / (course**2).sum(dim=2).clamp_min(1e-6)).clamp(0, 1)
     distance = (offset - along.unsqueeze(2) * course).norm(dim=2)
     return (stroke / 2 + 0.5 - distance).clamp(0, 1).view(-1, *xs.shape)
+
+
+def _random_forms(
+    pixels: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """The batch with FORM_SHARE of the digits that have other hands' forms replaced by one of those forms' pictures,
+    of the same digit: MNIST's writers rarely drew them, and without them a curled 9 reads as 3 or 8 and a 4 like a
+    "ч" as 6 (docs/training.md)."""
+    pool = _form_pictures(pixels.device)
+    chosen = torch.rand(len(labels), generator=generator).to(pixels.device) < FORM_SHARE
+    pixels = pixels.clone()
+    for digit, pictures in pool.items():
+        rows = (chosen & (labels == digit)).nonzero().flatten()
+        picks = torch.randint(len(pictures), (len(rows),), generator=generator).to(pixels.device)
+        pixels[rows] = pictures[picks].to(pixels.dtype)
+    return pixels
+
+
+_FORM_POOLS: dict[str, dict[int, torch.Tensor]] = {}
+
+
+def _form_pictures(device: torch.device) -> dict[int, torch.Tensor]:
+    """FORMS_PER_DIGIT prepared pictures (k, 1, 28, 28) of each digit's other hands' forms, made once per device:
+    drawing thousands of pictures with Pillow takes seconds, so a run draws them once and picks from them."""
+    key = str(device)
+    if key not in _FORM_POOLS:
+        from d4.preprocess import image_to_pixels  # imported here: only runs given labels need it
+
+        rng = random.Random(FORMS_SEED)
+        pools = {}
+        for digit, forms in OTHER_HANDS_FORMS.items():
+            templates = list(forms.values())
+            pictures = [
+                _prepared(templates[k % len(templates)], rng, image_to_pixels)
+                for k in range(FORMS_PER_DIGIT)
+            ]
+            pools[digit] = torch.stack(pictures).to(device)
+        _FORM_POOLS[key] = pools
+    return _FORM_POOLS[key]
+
+
+def _prepared(form: Form, rng: random.Random, image_to_pixels) -> torch.Tensor:
+    """One hand's picture of `form`, prepared as /predict/image prepares a picture: (1, 28, 28) in 0..1."""
+    picture = draw(varied(jittered(form, rng, FORM_JITTER), rng), rng.uniform(*FORM_PEN))
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    return torch.tensor(image_to_pixels(buffer.getvalue()), dtype=torch.float32).view(
+        1, IMAGE_SIZE, IMAGE_SIZE
+    )

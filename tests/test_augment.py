@@ -17,8 +17,15 @@ import d4.preprocess as preprocess
 from conftest import FIXTURE_MNIST, REPO, SHIPPED_WEIGHTS, encode
 from d4.augment import distort
 from d4.drawn_digits import DIGIT_STROKES, EUROPEAN_FORMS, draw, scaled, varied
-from d4.model import load_weights, to_model_input
-from d4.preprocess import MAX_STROKE_WIDTH, MIN_STROKE_WIDTH, STROKE_VIEW, _stroke_width, image_to_views
+from d4.model import to_model_input
+from d4.preprocess import (
+    MAX_STROKE_WIDTH,
+    MIN_STROKE_WIDTH,
+    STROKE_VIEW,
+    _stroke_width,
+    image_to_views,
+)
+from d4.weights import load_weights
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +48,11 @@ def test_distortions_keep_the_label_readable(fixture_pixels):
     model = load_weights(SHIPPED_WEIGHTS)
     with torch.no_grad():
         clean = (model(pixels).argmax(dim=1) == labels).float().mean().item()
-        distorted = (model(distort(pixels, torch.Generator().manual_seed(1))).argmax(dim=1) == labels).float().mean()
+        distorted = (
+            (model(distort(pixels, torch.Generator().manual_seed(1))).argmax(dim=1) == labels)
+            .float()
+            .mean()
+        )
     assert distorted.item() > clean - 0.06, (distorted.item(), clean)
 
 
@@ -60,7 +71,9 @@ def test_distortions_never_wipe_a_digit_out(fixture_pixels):
     for _ in range(30):  # 9,000 distorted digits
         distorted = distort(pixels, generator)
         assert distorted.flatten(1).amax(dim=1).min() > 0.25
-        assert (distorted.flatten(1) > 0.25).sum(dim=1).min() >= 8  # at least a few pixels of stroke
+        assert (distorted.flatten(1) > 0.25).sum(
+            dim=1
+        ).min() >= 8  # at least a few pixels of stroke
 
 
 class AtenCalls(TorchDispatchMode):
@@ -81,11 +94,17 @@ def test_distortions_never_pool_adaptively_over_sizes_that_do_not_divide(fixture
     with AtenCalls() as recorded:
         for seed in range(10):  # coarse scans of several sides, 8 to 16 px
             distort(pixels, torch.Generator().manual_seed(seed))
-    pools = [(args[0].shape[-2:], tuple(args[1])) for name, args in recorded.calls if "adaptive" in name]
-    assert all(size % out == 0 for sizes, outs in pools for size, out in zip(sizes, outs, strict=True)), pools
+    pools = [
+        (args[0].shape[-2:], tuple(args[1])) for name, args in recorded.calls if "adaptive" in name
+    ]
+    assert all(
+        size % out == 0 for sizes, outs in pools for size, out in zip(sizes, outs, strict=True)
+    ), pools
 
 
-@pytest.mark.parametrize("side", range(augment.LOW_RESOLUTION_SIDES[0], augment.LOW_RESOLUTION_SIDES[1] + 1))
+@pytest.mark.parametrize(
+    "side", range(augment.LOW_RESOLUTION_SIDES[0], augment.LOW_RESOLUTION_SIDES[1] + 1)
+)
 def test_coarse_scans_average_as_area_interpolation_does(fixture_pixels, side):
     pixels, _ = fixture_pixels
     box = pixels[:, :, augment.BOX_ROWS, augment.BOX_ROWS]
@@ -141,8 +160,12 @@ def test_flags_go_on_ones_only_from_the_top_of_the_stem_to_the_left(fixture_pixe
     assert (labels[changed] == 1).float().mean() > 0.95  # a 1 is told by its shape
     assert changed.sum() >= 0.8 * (labels == 1).sum()
     # The 1 is moved back, as MNIST centred its digits: the centre of mass stays.
-    assert torch.allclose(augment._centre_of_mass(flagged), augment._centre_of_mass(pixels), atol=0.1)
-    monkeypatch.setattr(augment, "_moved", lambda digits, offset: digits)  # the flag alone, where it was drawn
+    assert torch.allclose(
+        augment._centre_of_mass(flagged), augment._centre_of_mass(pixels), atol=0.1
+    )
+    monkeypatch.setattr(
+        augment, "_moved", lambda digits, offset: digits
+    )  # the flag alone, where it was drawn
     columns = torch.arange(pixels.shape[-1], dtype=torch.float32)
     for before, after in zip(pixels[changed, 0], flags()[changed, 0], strict=True):
         flag = after - before
@@ -160,7 +183,16 @@ def test_training_with_augment_runs_through_main_and_is_reproducible(tmp_path, c
     runs = []
     for name in ("a", "b"):
         out = tmp_path / f"{name}.pt"
-        flags = ["--data-dir", str(FIXTURE_MNIST), "--device", "cpu", "--no-plot", "--augment", "--out", str(out)]
+        flags = [
+            "--data-dir",
+            str(FIXTURE_MNIST),
+            "--device",
+            "cpu",
+            "--no-plot",
+            "--augment",
+            "--out",
+            str(out),
+        ]
         trainer.main(flags)
         runs.append(torch.load(out, weights_only=True))
     assert all(torch.equal(runs[0][key], runs[1][key]) for key in runs[0])
@@ -184,8 +216,12 @@ def test_proxy_coarse_scans_have_the_resolution_and_levels_they_claim(fixture_te
     images, _ = fixture_test_digits
     rng = random.Random(0)
     for image in images[:20]:
-        assert proxy.scan_16x16_binary(image, rng) == proxy.scanned_16x16_binary(proxy.to_image(image))
-        assert proxy.scan_8x8_17_levels(image, rng) == proxy.scanned_8x8_17_levels(proxy.to_image(image))
+        assert proxy.scan_16x16_binary(image, rng) == proxy.scanned_16x16_binary(
+            proxy.to_image(image)
+        )
+        assert proxy.scan_8x8_17_levels(image, rng) == proxy.scanned_8x8_17_levels(
+            proxy.to_image(image)
+        )
         assert_coarse_scans_as_claimed(proxy.to_image(image))
     for forms in EUROPEAN_FORMS.values():  # and the drawn digits' scans
         for form in forms.values():
@@ -197,7 +233,9 @@ def stroke_width_of(picture: Image.Image) -> float:
     inverted = Image.eval(picture, lambda level: 255 - level)
     ink = inverted.crop(inverted.getbbox())
     scale = STROKE_VIEW / max(ink.size)
-    return _stroke_width(ink.resize((round(ink.width * scale), round(ink.height * scale)), Image.Resampling.LANCZOS))
+    return _stroke_width(
+        ink.resize((round(ink.width * scale), round(ink.height * scale)), Image.Resampling.LANCZOS)
+    )
 
 
 def test_proxy_pens_are_thicker_and_thinner_than_mnist(fixture_test_digits):
@@ -211,7 +249,13 @@ def test_proxy_pens_are_thicker_and_thinner_than_mnist(fixture_test_digits):
 
 def ink_of(picture: Image.Image) -> torch.Tensor:
     """Black ink on white paper as a (height, width) tensor of ink amounts in 0..1."""
-    return 1 - torch.tensor(list(picture.tobytes()), dtype=torch.float32).view(picture.height, picture.width) / 255
+    return (
+        1
+        - torch.tensor(list(picture.tobytes()), dtype=torch.float32).view(
+            picture.height, picture.width
+        )
+        / 255
+    )
 
 
 def test_proxy_slant_leans_the_digit_and_the_page_is_large(fixture_test_digits):
@@ -232,14 +276,20 @@ def test_proxy_slant_leans_the_digit_and_the_page_is_large(fixture_test_digits):
 def test_proxy_pictures_go_through_the_apis_preprocessing(fixture_test_digits):
     images, _ = fixture_test_digits
     picture = proxy.scan_16x16_binary(images[0], random.Random(0))
-    assert proxy.prepared(picture).flatten().tolist() == list(image_to_views(encode(picture, "PNG")))
-    assert proxy.prepared(Image.new("L", (100, 100), 255)) is None  # a blank picture is refused, as the API would
+    assert proxy.prepared(picture).flatten().tolist() == list(
+        image_to_views(encode(picture, "PNG"))
+    )
+    assert (
+        proxy.prepared(Image.new("L", (100, 100), 255)) is None
+    )  # a blank picture is refused, as the API would
 
 
 def test_thin_pen_strokes_are_thickened_towards_mnist_width(fixture_test_digits):
     images, _ = fixture_test_digits
     thin_ones = [
-        image for image in images[:30] if stroke_width_of(proxy.thin_pen(image, random.Random(0))) < MIN_STROKE_WIDTH
+        image
+        for image in images[:30]
+        if stroke_width_of(proxy.thin_pen(image, random.Random(0))) < MIN_STROKE_WIDTH
     ]
     assert len(thin_ones) >= 20
     ratios = []
@@ -254,7 +304,9 @@ def test_thin_pen_strokes_are_thickened_towards_mnist_width(fixture_test_digits)
 def test_the_benchmark_does_not_import_the_tests():
     """The proxy's drawn digits come from d4/, so that the benchmark runs without the tests' folder."""
     check = "import sys; import bench_handwriting; sys.exit('conftest' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", check], cwd=REPO / "benchmarks", capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", check], cwd=REPO / "benchmarks", capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -264,7 +316,10 @@ def test_the_shipped_model_reads_european_forms_of_each_digit(client, digit):
     rng = random.Random(digit)
     forms = list(EUROPEAN_FORMS[digit].values())
     pictures = [proxy.drawn_on_the_pad(forms[index % len(forms)], rng) for index in range(24)]
-    answers = [client.post("/predict/image", files={"file": ("digit.png", encode(p, "PNG"))}) for p in pictures]
+    answers = [
+        client.post("/predict/image", files={"file": ("digit.png", encode(p, "PNG"))})
+        for p in pictures
+    ]
     right = sum(answer.json()["predicted_digit"] == digit for answer in answers)
     assert right >= 0.9 * len(pictures), right
 
@@ -273,10 +328,17 @@ def test_predict_image_answers_the_mean_of_its_views_probabilities(client):
     """Not the first view's alone: the average over image_to_views' 5 views, which read people's digits better."""
     model = load_weights(SHIPPED_WEIGHTS)
     rng = random.Random(0)
-    candidates = [encode(proxy.small_with_a_wide_pen(form, rng), "PNG") for form in EUROPEAN_FORMS[7].values()]
-    candidates += [encode(proxy.small_with_a_wide_pen(form, rng), "PNG") for form in EUROPEAN_FORMS[1].values()]
+    candidates = [
+        encode(proxy.small_with_a_wide_pen(form, rng), "PNG") for form in EUROPEAN_FORMS[7].values()
+    ]
+    candidates += [
+        encode(proxy.small_with_a_wide_pen(form, rng), "PNG") for form in EUROPEAN_FORMS[1].values()
+    ]
     with torch.no_grad():
-        views = [model(torch.tensor(image_to_views(data)).view(-1, 1, 28, 28)).softmax(dim=1) for data in candidates]
+        views = [
+            model(torch.tensor(image_to_views(data)).view(-1, 1, 28, 28)).softmax(dim=1)
+            for data in candidates
+        ]
     # The picture whose first view differs most from the views' mean: where averaging matters.
     spread = [(rows[0] - rows.mean(dim=0)).abs().max().item() for rows in views]
     chosen = spread.index(max(spread))
@@ -310,11 +372,14 @@ def test_small_digits_drawn_with_a_wide_pen_are_thinned_towards_mnist_width(monk
     thinned = {digit: proxy.prepared(picture)[0].sum() for digit, picture in small.items()}
     # The templates are about 200 px tall: a 20-px pen draws them in MNIST's width.
     ratios = [
-        (thinned[digit] / proxy.prepared(draw(DIGIT_STROKES[digit], 20))[0].sum()).item() for digit in range(2, 10)
+        (thinned[digit] / proxy.prepared(draw(DIGIT_STROKES[digit], 20))[0].sum()).item()
+        for digit in range(2, 10)
     ]
     assert 0.75 < sum(ratios) / len(ratios) < 1.25, ratios
     monkeypatch.setattr(preprocess, "MAX_STROKE_WIDTH", math.inf)  # no thinning at all
-    assert all(thinned[digit] < 0.8 * proxy.prepared(picture)[0].sum() for digit, picture in small.items())
+    assert all(
+        thinned[digit] < 0.8 * proxy.prepared(picture)[0].sum() for digit, picture in small.items()
+    )
 
 
 def test_coarse_grey_scans_are_not_thinned(fixture_test_digits, monkeypatch):
@@ -325,4 +390,68 @@ def test_coarse_grey_scans_are_not_thinned(fixture_test_digits, monkeypatch):
     assert len(thick) >= 3
     as_prepared = [proxy.prepared(scan) for scan in thick]
     monkeypatch.setattr(preprocess, "MAX_STROKE_WIDTH", math.inf)  # no thinning at all
-    assert all(torch.equal(proxy.prepared(scan), before) for scan, before in zip(thick, as_prepared, strict=True))
+    assert all(
+        torch.equal(proxy.prepared(scan), before)
+        for scan, before in zip(thick, as_prepared, strict=True)
+    )
+
+
+@pytest.fixture
+def small_form_pool(monkeypatch):
+    """A pool of 12 pictures per digit, drawn afresh for the test (the trainer's holds FORMS_PER_DIGIT)."""
+    monkeypatch.setattr(augment, "FORMS_PER_DIGIT", 12)
+    monkeypatch.setattr(augment, "_FORM_POOLS", {})
+
+
+def test_given_labels_the_other_hands_forms_replace_only_their_own_digits(
+    fixture_pixels, small_form_pool, monkeypatch
+):
+    pixels, labels = fixture_pixels
+    monkeypatch.setattr(augment, "FORM_SHARE", 1.0)
+    replaced = augment._random_forms(pixels, labels, torch.Generator().manual_seed(0))
+    pool = augment._form_pictures(pixels.device)
+    has_forms = torch.isin(labels, torch.tensor(sorted(pool)))
+    assert torch.equal(replaced[~has_forms], pixels[~has_forms])
+    for index in has_forms.nonzero().flatten().tolist():
+        # Each is one of the pool's pictures of its own digit.
+        assert (pool[labels[index].item()] == replaced[index]).flatten(1).all(dim=1).any(), index
+    monkeypatch.setattr(augment, "FORM_SHARE", 0.3)
+    some = augment._random_forms(pixels, labels, torch.Generator().manual_seed(0))
+    share = (some != pixels).flatten(1).any(dim=1)[has_forms].float().mean()
+    assert 0.15 < share < 0.45
+    assert not (some != pixels).flatten(1).any(dim=1)[~has_forms].any()
+
+
+def test_the_form_pool_is_varied_prepared_like_mnist_and_the_same_every_run(small_form_pool):
+    pool = augment._form_pictures(torch.device("cpu"))
+    assert sorted(pool) == sorted(augment.OTHER_HANDS_FORMS)
+    for pictures in pool.values():
+        assert pictures.shape == (12, 1, 28, 28) and pictures.min() >= 0 and pictures.max() == 1
+        assert len({picture.numpy().tobytes() for picture in pictures}) == len(
+            pictures
+        )  # no two alike
+        # Prepared as /predict/image prepares a picture: the ink inside MNIST's 20x20 box, centred by mass.
+        assert pictures[:, :, :2].sum() == 0 and pictures[:, :, :, :2].sum() == 0
+    again = augment._form_pictures(torch.device("cpu"))
+    augment._FORM_POOLS.clear()
+    redrawn = augment._form_pictures(torch.device("cpu"))
+    assert all(
+        torch.equal(pool[digit], again[digit]) and torch.equal(pool[digit], redrawn[digit])
+        for digit in pool
+    )
+
+
+def test_without_labels_distort_draws_no_forms(fixture_pixels, monkeypatch):
+    """The trainer calls distort(X, generator): then no form is drawn and no random number is spent on them."""
+    pixels, labels = fixture_pixels
+
+    def refuse(*args):
+        raise AssertionError("forms drawn without labels")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(augment, "_random_forms", refuse)
+        plain = distort(pixels, torch.Generator().manual_seed(3))
+    with monkeypatch.context() as patched:
+        patched.setattr(augment, "_random_forms", lambda pixels, labels, generator: pixels)
+        labelled = distort(pixels, torch.Generator().manual_seed(3), labels)
+    assert torch.equal(plain, labelled)
