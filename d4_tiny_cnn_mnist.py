@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
             for X, Y in train_loader:
                 # The notes' X = X.to(device), Y = Y.to(device): the data is already there.
                 if args.augment:
-                    X = distort(X, generator)  # d4/augment.py: slant, wobble, pen, coarse scans
+                    X = distort(X, generator, Y)  # d4/augment.py: other hands, slant, pen, scans
                 logits = model(X)
                 loss = loss_fn(logits, Y)
                 optimizer.zero_grad()

@@ -60,7 +60,7 @@ from d4.preprocess import average_of_views, image_to_views  # noqa: E402
 from d4.weights import load_weights  # noqa: E402
 
 SENT_SIDE = 160  # coarse scans are sent enlarged to 160x160, as a person would view and save them
-DEFAULT_RECIPES = ["--augment", "--epochs 8", "--augment --epochs 8"]
+DEFAULT_RECIPES = ["--augment", "--epochs 10", "--augment --epochs 10"]
 
 
 def to_image(digit: torch.Tensor) -> Image.Image:

@@ -3,7 +3,7 @@
 MNIST's writers were American census staff and students, scanned at one resolution and drawn
 with similar pens. Digits from other writers and scanners differ in ways a batch can imitate:
 the 1 with a long diagonal flag (and often a foot) that European writers draw, added to the 1s
-(told by their shape: the batch comes without labels); slant and proportions (an affine map),
+(told by their shape, so that it works without labels); slant and proportions (an affine map),
 digits that form scanners stretched to fill their box whatever their shape (a 1 becomes a wide
 block), the wobble of a hand (an elastic distortion, Simard et al. 2003), pen width (a soft
 dilation or erosion), and low-resolution or binarised scans (the digit shrunk to a few pixels,
@@ -51,7 +51,7 @@ BOX_ROWS = slice(
 # given the batch's labels. They are drawn from the templates in d4/drawn_digits.py by their own generator (not the
 # handwriting proxy's seeds), each template point first moved by up to FORM_JITTER pad pixels, then varied as a
 # hand would, with a pen FORM_PEN pad pixels wide, and prepared as /predict/image prepares a picture.
-FORM_SHARE = 0.3
+FORM_SHARE = 0.15
 FORMS_PER_DIGIT = 600
 FORM_JITTER = 10
 FORM_PEN = (10, 36)
@@ -64,7 +64,7 @@ def distort(
     """A randomly distorted copy of a batch of digits (N, 1, H, W) in 0..1; `generator` (on the CPU) decides.
 
     Given the batch's `labels`, FORM_SHARE of its 2s, 4s, 7s and 9s are first redrawn in other hands' forms
-    (`_random_forms`); without them (as the trainer calls it today) the batch is distorted as before, draw for draw.
+    (`_random_forms`), as the trainer does; without them the batch is distorted as before, draw for draw.
     """
     count, _, height, width = pixels.shape
     draw = _uniform_draw(generator, pixels.device)
