@@ -15,7 +15,8 @@ client, and read the server's memory after those blocks and again after one more
 concurrency 8.
 
 --render-free runs each server inside ../shared/tools/render-free, the shape of a Render free
-instance (0.1 CPU, 512 MB), with one thread for PyTorch and OpenMP as render.yaml sets; it
+instance (0.1 CPU, 512 MB), with render.yaml's environment (one thread for PyTorch and OpenMP,
+uvicorn's h11 parser with its header limit, the allocator's setting); it
 also reports the group's peak memory. There, a cold start varies by seconds from one start
 to the next, so --starts starts each server several times, interleaved, and reports the median.
 """
@@ -32,6 +33,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench_pictures import deploy_env
 from load_client import cpu_seconds, drive, http_request, memory_mb, running_server, serving_pid
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +51,6 @@ BEFORE = "(c) ours before"  # with --before: the API as another checkout of this
 
 
 RENDER_FREE = REPO.parent / "shared" / "tools" / "render-free"
-RENDER_ENV = {"D4_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1"}  # as render.yaml sets them
 
 
 def drive_predict(port: int, body: bytes, concurrency: int, total: int, pid: int) -> dict:
@@ -88,7 +89,7 @@ def server_command(
     ]
     env = {**os.environ, "D4_MODEL_PATH": str(REPO / "d4_cnn.pt"), "PYTHONPATH": str(cwd)}
     if render_free:
-        command, env = [str(RENDER_FREE), *command], {**env, **RENDER_ENV}
+        command, env = [str(RENDER_FREE), *command], {**env, **deploy_env()}
     return command, f"http://127.0.0.1:{port}{health}", env
 
 

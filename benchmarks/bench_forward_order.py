@@ -51,7 +51,10 @@ def main() -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     X = torch.rand(args.batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     Y = torch.randint(0, 10, (args.batch_size,))
-    orders = {"notes' (ReLU, then pool)": lambda x: notes_order(model, x), "TinyCNN's (pool, then ReLU)": model}
+    orders = {
+        "notes' (ReLU, then pool)": lambda x: notes_order(model, x),
+        "TinyCNN's (pool, then ReLU)": model,
+    }
     times: dict[str, list[float]] = {name: [] for name in orders}
     for _ in range(20):  # warm-up: oneDNN picks its kernels on the first calls
         for forward in orders.values():
@@ -59,7 +62,9 @@ def main() -> None:
     for _ in range(args.steps):
         for name, forward in orders.items():
             times[name].append(step_seconds(forward, model, optimizer, X, Y))
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     medians = {name: statistics.median(values) * 1000 for name, values in times.items()}
     for name, ms in medians.items():
         print(f"{name:28} {ms:6.2f} ms a step")

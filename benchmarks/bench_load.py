@@ -58,24 +58,52 @@ def request_mix() -> list[tuple[str, bytes, int]]:
     bad_shape = json.dumps({"pixels": digits[0][:27]}).encode()
     mix = [
         ("predict", http_request("POST", "/predict", valid), 200),
-        ("predict", http_request("POST", "/predict", json.dumps({"pixels": digits[1]}).encode()), 200),
+        (
+            "predict",
+            http_request("POST", "/predict", json.dumps({"pixels": digits[1]}).encode()),
+            200,
+        ),
         ("not JSON", http_request("POST", "/predict", valid[:-40]), 422),
         ("27x28", http_request("POST", "/predict", bad_shape), 422),
-        ("predict", http_request("POST", "/predict", json.dumps({"pixels": digits[2]}).encode()), 200),
+        (
+            "predict",
+            http_request("POST", "/predict", json.dumps({"pixels": digits[2]}).encode()),
+            200,
+        ),
         ("NaN", http_request("POST", "/predict", valid.replace(b"0.0", b"NaN", 1)), 422),
         ("1e308", http_request("POST", "/predict", valid.replace(b"0.0", b"1e308", 1)), 422),
         ("strings", http_request("POST", "/predict", b'{"pixels": "' + b"x" * 500 + b'"}'), 422),
-        ("predict", http_request("POST", "/predict", json.dumps({"pixels": digits[3]}).encode()), 200),
-        ("batch of 16", http_request("POST", "/predict/batch", json.dumps({"images": digits}).encode()), 200),
+        (
+            "predict",
+            http_request("POST", "/predict", json.dumps({"pixels": digits[3]}).encode()),
+            200,
+        ),
+        (
+            "batch of 16",
+            http_request("POST", "/predict/batch", json.dumps({"images": digits}).encode()),
+            200,
+        ),
         ("empty batch", http_request("POST", "/predict/batch", b'{"images": []}'), 422),
         ("picture", http_request("POST", "/predict/image", *multipart(png)), 200),
         ("truncated PNG", http_request("POST", "/predict/image", *multipart(png[:400])), 422),
-        ("not a picture", http_request("POST", "/predict/image", *multipart(b"GIF89a" + bytes(300))), 422),
+        (
+            "not a picture",
+            http_request("POST", "/predict/image", *multipart(b"GIF89a" + bytes(300))),
+            422,
+        ),
         # Declares 2 MB and sends none of it: the 413 comes at once, then the connection closes.
-        ("2 MB declared", http_request("POST", "/predict", b"", content_length=2_000_000, Connection="close"), 413),
+        (
+            "2 MB declared",
+            http_request("POST", "/predict", b"", content_length=2_000_000, Connection="close"),
+            413,
+        ),
         ("text/plain", http_request("POST", "/predict", valid, content_type="text/plain"), 422),
         ("unknown path", http_request("GET", "/admin"), 404),
-        ("predict", http_request("POST", "/predict", json.dumps({"pixels": digits[4]}).encode()), 200),
+        (
+            "predict",
+            http_request("POST", "/predict", json.dumps({"pixels": digits[4]}).encode()),
+            200,
+        ),
     ]
     return mix
 
@@ -97,7 +125,9 @@ def print_block(concurrency: int, load: Load, expected: dict[str, int]) -> None:
     by_status = Counter()
     for (_, status), count in load.statuses.items():
         by_status[status] += count
-    unexpected = sum(count for (kind, status), count in load.statuses.items() if status != expected[kind])
+    unexpected = sum(
+        count for (kind, status), count in load.statuses.items() if status != expected[kind]
+    )
     statuses = " ".join(f"{status}:{count}" for status, count in sorted(by_status.items()))
     print(f"| {concurrency} | {len(load.latencies) + load.dropped} | {statuses} | {unexpected} | {load.dropped} | "
           f"{load.p50_ms:.2f} | {load.percentile_ms(0.99):.2f} | {load.rps:.0f} |")  # fmt: skip
@@ -107,22 +137,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--requests", type=int, default=20_000, help="requests at concurrency 32 (1: a tenth, 8: half)")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=20_000,
+        help="requests at concurrency 32 (1: a tenth, 8: half)",
+    )
     parser.add_argument("--port", type=int, default=8766, help="loopback port for the server")
-    parser.add_argument("--server-python", default=sys.executable, help="Python that runs the server")
+    parser.add_argument(
+        "--server-python", default=sys.executable, help="Python that runs the server"
+    )
     args = parser.parse_args()
 
     mix = request_mix()
     work = [(kind, request) for kind, request, _ in mix]
     expected = {kind: status for kind, _, status in mix}
     valid = [(kind, request) for kind, request, status in mix if kind == "predict"]
-    command = [args.server_python, "-m", "uvicorn", "d4_api_mnist:app", "--port", str(args.port), "--log-level=warning"]
+    command = [
+        args.server_python,
+        "-m",
+        "uvicorn",
+        "d4_api_mnist:app",
+        "--port",
+        str(args.port),
+        "--log-level=warning",
+    ]
     env = {**os.environ, "D4_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1"}
     health_url = f"http://127.0.0.1:{args.port}/healthz"
     with tempfile.TemporaryFile("w+") as log:
         output = {"stdout": log, "stderr": subprocess.STDOUT}  # the log is searched for tracebacks
         with running_server(command, health_url, cwd=REPO, env=env, **output) as (server, _):
-            asyncio.run(drive(args.port, work, 8, 2 * len(work) * 10))  # warm-up: every kind, twice over
+            asyncio.run(
+                drive(args.port, work, 8, 2 * len(work) * 10)
+            )  # warm-up: every kind, twice over
             rss_before, _ = memory_mb(serving_pid(server))
 
             print(f"machine: {platform.machine()}, {os.cpu_count()} cores; one uvicorn worker; "
@@ -130,8 +177,14 @@ def main() -> None:
             print("| concurrency | requests | answers by status | not the expected status | dropped connections"
                   " | p50 ms | p99 ms | requests/s |")  # fmt: skip
             print("|---:|---:|---|---:|---:|---:|---:|---:|")
-            for concurrency, total in [(1, args.requests // 10), (8, args.requests // 2), (32, args.requests)]:
-                print_block(concurrency, asyncio.run(drive(args.port, work, concurrency, total)), expected)
+            for concurrency, total in [
+                (1, args.requests // 10),
+                (8, args.requests // 2),
+                (32, args.requests),
+            ]:
+                print_block(
+                    concurrency, asyncio.run(drive(args.port, work, concurrency, total)), expected
+                )
             rss_after, _ = memory_mb(serving_pid(server))
 
             stop, results = multiprocessing.Event(), multiprocessing.Queue()

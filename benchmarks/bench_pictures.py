@@ -49,7 +49,11 @@ HEALTH_EVERY_S = 0.1
 def a_seven(image: Image.Image, ink: object) -> Image.Image:
     """The picture with a 7 drawn on it in one thick stroke, across the middle half of it."""
     width, height = image.size
-    points = [(0.3 * width, 0.25 * height), (0.7 * width, 0.25 * height), (0.45 * width, 0.75 * height)]
+    points = [
+        (0.3 * width, 0.25 * height),
+        (0.7 * width, 0.25 * height),
+        (0.45 * width, 0.75 * height),
+    ]
     ImageDraw.Draw(image).line(points, fill=ink, width=max(width, height) // 60, joint="curve")
     return image
 
@@ -63,7 +67,9 @@ def saved(image: Image.Image, image_format: str, **options) -> bytes:
 def phone_photo() -> Image.Image:
     """A 12 MP photo of a 7 on paper: grey-white paper with sensor noise, dark ink."""
     noise = Image.effect_noise((4000, 3000), 12).point(lambda level: level // 4 + 200)
-    return a_seven(Image.merge("RGB", (noise, noise, noise.point(lambda level: level - 10))), (40, 40, 50))
+    return a_seven(
+        Image.merge("RGB", (noise, noise, noise.point(lambda level: level - 10))), (40, 40, 50)
+    )
 
 
 def worst_pictures() -> dict[str, bytes]:
@@ -112,7 +118,9 @@ class HealthWatch(threading.Thread):
 def deploy_env() -> dict[str, str]:
     """The environment render.yaml gives the API (threads, allocator, shutdown), but not Render's Python version."""
     (service,) = yaml.safe_load((REPO / "render.yaml").read_text())["services"]
-    return {item["key"]: item["value"] for item in service["envVars"] if item["key"] != "PYTHON_VERSION"}
+    return {
+        item["key"]: item["value"] for item in service["envVars"] if item["key"] != "PYTHON_VERSION"
+    }
 
 
 def resident_mb(pid: int) -> float:
@@ -123,13 +131,26 @@ def resident_mb(pid: int) -> float:
         return float("nan")
 
 
-def run_phase(args: argparse.Namespace, work: list[tuple[str, bytes]], concurrency: int, total: int) -> dict:
+def run_phase(
+    args: argparse.Namespace, work: list[tuple[str, bytes]], concurrency: int, total: int
+) -> dict:
     """Start a fresh server in render-free, send `total` requests over `concurrency` connections, and stop it."""
-    command = [str(RENDER_FREE), args.server_python, "-m", "uvicorn", "d4_api_mnist:app", "--port", str(args.port)]
+    command = [
+        str(RENDER_FREE),
+        args.server_python,
+        "-m",
+        "uvicorn",
+        "d4_api_mnist:app",
+        "--port",
+        str(args.port),
+    ]
     env = {**os.environ, **deploy_env()}
     with tempfile.TemporaryFile("w+") as log:
         health_url = f"http://127.0.0.1:{args.port}/healthz"
-        output = {"stdout": log, "stderr": subprocess.STDOUT}  # the wrapper's report is read from the log
+        output = {
+            "stdout": log,
+            "stderr": subprocess.STDOUT,
+        }  # the wrapper's report is read from the log
         with running_server(command, health_url, cwd=REPO, env=env, **output) as (server, _):
             pid = serving_pid(server)
             rss_at_start = resident_mb(pid)
@@ -141,11 +162,15 @@ def run_phase(args: argparse.Namespace, work: list[tuple[str, bytes]], concurren
                 load = None
             watch.stop()
             rss_after = resident_mb(pid)
-            if math.isnan(rss_after):  # killed: let render-free report it before running_server stops the wrapper
+            if math.isnan(
+                rss_after
+            ):  # killed: let render-free report it before running_server stops the wrapper
                 server.wait(timeout=30)
         log.seek(0)
         text = log.read()
-    peak = re.search(r"render-free: peak memory (\d+) MB, OOM kills (\S+)", text)  # printed by the wrapper at its end
+    peak = re.search(
+        r"render-free: peak memory (\d+) MB, OOM kills (\S+)", text
+    )  # printed by the wrapper at its end
     if load is None or peak is None:
         print(f"the server's log ends:\n{text[-2000:]}", file=sys.stderr)
     return {
@@ -167,34 +192,58 @@ def machine() -> str:
 def answers(load: Load | None) -> str:
     if load is None:
         return "the server stopped answering: connection refused"
-    return ", ".join(f"{kind} {status}: {count}" for (kind, status), count in sorted(load.statuses.items()))
+    return ", ".join(
+        f"{kind} {status}: {count}" for (kind, status), count in sorted(load.statuses.items())
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--server-python", default=sys.executable, help="Python that runs the server")
+    parser.add_argument(
+        "--server-python", default=sys.executable, help="Python that runs the server"
+    )
     parser.add_argument("--port", type=int, default=8767, help="loopback port for the server")
-    parser.add_argument("--rounds", type=int, default=2, help="times each picture is sent at each concurrency")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="times each picture is sent at each concurrency"
+    )
     args = parser.parse_args()
 
     pictures = worst_pictures()
     big = {"4.9 MB upload": padded(pictures["4000x3000 phone JPEG"], BIG_UPLOAD_BYTES)}
     torch_build = subprocess.run(
-        [args.server_python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
+        [args.server_python, "-c", "import torch; print(torch.__version__)"],
+        capture_output=True,
+        text=True,
     ).stdout.strip()
-    print(f"{datetime.date.today()}, {machine()}; server on torch {torch_build} in render-free (0.1 CPU, 512 MB)")
-    print("pictures: " + ", ".join(f"{name} ({len(data):,} bytes)" for name, data in pictures.items()) + "\n")
+    print(
+        f"{datetime.date.today()}, {machine()}; server on torch {torch_build} in render-free (0.1 CPU, 512 MB)"
+    )
+    print(
+        "pictures: "
+        + ", ".join(f"{name} ({len(data):,} bytes)" for name, data in pictures.items())
+        + "\n"
+    )
     print("| concurrency | answers by picture and status | dropped connections | peak memory, MB (limit 512) "
           "| OOM kills | /healthz answers (slowest s) | resident MB at start, after | seconds to answer all "
           "| tracebacks |")  # fmt: skip
     print("|---:|---|---:|---:|---:|---|---|---:|---:|")
     for concurrency, sent in [(1, pictures), (8, pictures | big)]:
-        work = [(name, http_request("POST", "/predict/image", *multipart(data))) for name, data in sent.items()]
+        work = [
+            (name, http_request("POST", "/predict/image", *multipart(data)))
+            for name, data in sent.items()
+        ]
         result = run_phase(args, work, concurrency, args.rounds * len(work))
-        health = ", ".join(f"{status}: {count}" for status, count in sorted(result["health"].answers.items(), key=str))
-        dropped, seconds = (result["load"].dropped, f"{result['load'].elapsed:.0f}") if result["load"] else ("-", "-")
+        health = ", ".join(
+            f"{status}: {count}"
+            for status, count in sorted(result["health"].answers.items(), key=str)
+        )
+        dropped, seconds = (
+            (result["load"].dropped, f"{result['load'].elapsed:.0f}")
+            if result["load"]
+            else ("-", "-")
+        )
         print(f"| {concurrency} | {answers(result['load'])} | {dropped} | {result['peak_mb']} "
               f"| {result['oom_kills']} | {health} ({result['health'].slowest_s:.1f}) "
               f"| {result['rss'][0]:.0f}, {result['rss'][1]:.0f} | {seconds} | {result['tracebacks']} |")  # fmt: skip

@@ -40,4 +40,8 @@ def predict(data: DigitPixels):
         logits = model(X)
     pred = logits.argmax(dim=1).item()
     probs = torch.softmax(logits, dim=1)[0]
-    return {"predicted_digit": pred, "confidence": float(probs[pred]), "probabilities": [float(p) for p in probs]}
+    return {
+        "predicted_digit": pred,
+        "confidence": float(probs[pred]),
+        "probabilities": [float(p) for p in probs],
+    }
