@@ -88,10 +88,10 @@ async def root(request: Request) -> api_models.ServiceInfo:
           response_model_exclude_none=True)  # fmt: skip
 async def predict(data: DigitPixels, request: Request, explain: Explain = False) -> Prediction:
     """Classify one 28x28 image of grey levels in 0..1 (white digit on black, like MNIST)."""
-    # The notes' X = torch.tensor(data.pixels, dtype=torch.float32): the same [28, 28] tensor,
-    # built faster (d4/api_models.py). DigitPixels has already answered any other shape with a 422.
+    # The notes' X = torch.tensor(data.pixels, dtype=torch.float32) and X.unsqueeze(0).unsqueeze(0):
+    # the same pixels in a flat buffer, faster to make, that the inference thread turns into
+    # [1, 1, 28, 28] (d4/batching.py). DigitPixels has already answered any other shape with a 422.
     X = api_models.packed(data.pixels)
-    X = X.unsqueeze(0).unsqueeze(0)  # [1, 1, 28, 28]: a batch of one image with one channel
     # The notes' forward pass and answer are classify() below. The inference thread runs it
     # once for all the requests waiting together, which serves many more of them a second.
     (answer,) = await request.state.predictor.answers(X)

@@ -33,8 +33,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_pictures import deploy_env
-from load_client import cpu_seconds, drive, http_request, memory_mb, running_server, serving_pid
+from load_client import (
+    RENDER_FREE,
+    cpu_seconds,
+    deploy_env,
+    drive,
+    http_request,
+    memory_mb,
+    running_server,
+    serving_pid,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -48,9 +56,6 @@ SERVERS = {
     "(f) floor": ("floor_api:app", REPO / "benchmarks", "/"),
 }
 BEFORE = "(c) ours before"  # with --before: the API as another checkout of this repository has it
-
-
-RENDER_FREE = REPO.parent / "shared" / "tools" / "render-free"
 
 
 def drive_predict(port: int, body: bytes, concurrency: int, total: int, pid: int) -> dict:

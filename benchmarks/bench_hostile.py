@@ -35,9 +35,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_api import RENDER_FREE
-from bench_pictures import HealthWatch, a_seven, deploy_env, machine, saved
-from load_client import running_server
+from bench_pictures import HealthWatch, a_seven, machine, saved
+from load_client import RENDER_FREE, deploy_env, running_server
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]

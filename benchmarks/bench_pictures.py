@@ -31,10 +31,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import yaml
-from bench_api import RENDER_FREE
 from bench_load import multipart
-from load_client import Load, drive, http_request, memory_mb, running_server, serving_pid
+from load_client import (
+    RENDER_FREE,
+    Load,
+    deploy_env,
+    drive,
+    http_request,
+    memory_mb,
+    running_server,
+    serving_pid,
+)
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,14 +120,6 @@ class HealthWatch(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.join()
-
-
-def deploy_env() -> dict[str, str]:
-    """The environment render.yaml gives the API (threads, allocator, shutdown), but not Render's Python version."""
-    (service,) = yaml.safe_load((REPO / "render.yaml").read_text())["services"]
-    return {
-        item["key"]: item["value"] for item in service["envVars"] if item["key"] != "PYTHON_VERSION"
-    }
 
 
 def resident_mb(pid: int) -> float:

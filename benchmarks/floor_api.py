@@ -53,6 +53,5 @@ async def predict(request: Request) -> Response:
     pixels = pydantic_core.from_json(await request.body()).get("pixels")
     if len(pixels) != SIDE or any(len(row) != SIDE for row in pixels):
         return JSONResponse({"error": "pixels must be 28x28"}, status_code=422)
-    X = packed(pixels).unsqueeze(0).unsqueeze(0)
-    (answer,) = await request.state.predictor.answers(X)
+    (answer,) = await request.state.predictor.answers(packed(pixels))
     return JSONResponse(answer)

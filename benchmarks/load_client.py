@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RENDER_FREE = REPO.parent / "shared" / "tools" / "render-free"
 
 
 @contextmanager
@@ -155,3 +159,11 @@ async def drive(port: int, requests: list[tuple[str, bytes]], concurrency: int, 
     )
     load.elapsed = time.perf_counter() - start
     return load
+
+
+def deploy_env() -> dict[str, str]:
+    """The environment render.yaml gives the API (threads, allocator, shutdown), but not Render's Python version."""
+    (service,) = yaml.safe_load((REPO / "render.yaml").read_text())["services"]
+    return {
+        item["key"]: item["value"] for item in service["envVars"] if item["key"] != "PYTHON_VERSION"
+    }

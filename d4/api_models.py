@@ -6,7 +6,6 @@ FastAPI validates requests against these models and shows them, with examples, o
 from array import array
 from typing import Annotated
 
-import torch
 from fastapi import Query
 from pydantic import BaseModel, Field
 
@@ -23,7 +22,9 @@ Pixels = Annotated[
     ),
 ]
 # A vertical bar: the digit 1, as an example for /docs.
-EXAMPLE_PIXELS = [[1.0 if 4 <= row < 24 and 12 <= col < 16 else 0.0 for col in range(28)] for row in range(28)]
+EXAMPLE_PIXELS = [
+    [1.0 if 4 <= row < 24 and 12 <= col < 16 else 0.0 for col in range(28)] for row in range(28)
+]
 PIXELS_EXAMPLE = {"examples": [{"pixels": EXAMPLE_PIXELS}]}  # /predict's example body, on /docs
 
 
@@ -50,11 +51,17 @@ class Explanation(BaseModel):
 
 class Prediction(BaseModel):
     predicted_digit: int = Field(ge=0, le=9, examples=[1])
-    confidence: float = Field(ge=0.0, le=1.0, description="probability of the predicted digit", examples=[0.998])
-    probabilities: list[float] = Field(
-        min_length=len(LABELS), max_length=len(LABELS), description="probability of each digit 0..9, summing to 1"
+    confidence: float = Field(
+        ge=0.0, le=1.0, description="probability of the predicted digit", examples=[0.998]
     )
-    explanation: Explanation | None = Field(default=None, description="with ?explain=true: what the network saw")
+    probabilities: list[float] = Field(
+        min_length=len(LABELS),
+        max_length=len(LABELS),
+        description="probability of each digit 0..9, summing to 1",
+    )
+    explanation: Explanation | None = Field(
+        default=None, description="with ?explain=true: what the network saw"
+    )
 
 
 class Problem(BaseModel):
@@ -65,7 +72,9 @@ class Problem(BaseModel):
 TOO_LARGE = {"model": Problem, "description": "The body is over the size limit"}
 Explain = Annotated[
     bool,
-    Query(description="also return both conv blocks' feature maps, fc1's 64 values, the 10 logits and a saliency map"),
+    Query(
+        description="also return both conv blocks' feature maps, fc1's 64 values, the 10 logits and a saliency map"
+    ),
 ]
 
 
@@ -87,13 +96,13 @@ def to_prediction(probs: list[float]) -> Prediction:
     return Prediction(predicted_digit=pred, confidence=probs[pred], probabilities=probs)
 
 
-def packed(rows: list[list[float]]) -> torch.Tensor:
-    """Rows of grey levels as one float32 tensor (rows, 28): torch.tensor(rows)'s values, made faster.
+def packed(rows: list[list[float]]) -> array:
+    """Rows of grey levels, one after another, in one float32 buffer that torch reads without a copy.
 
-    The rows go into one flat buffer that torch then reads without a copy; for one 28x28 image
-    that is ~4x faster than torch.tensor on the nested lists (docs/performance.md).
+    The inference thread views it as the images' tensor (d4/batching.py). For one 28x28 image
+    this is ~4x faster than torch.tensor on the nested lists (docs/performance.md).
     """
     pixels = array("f")
     for row in rows:
         pixels.fromlist(row)
-    return torch.frombuffer(pixels, dtype=torch.float32).view(-1, IMAGE_SIZE)
+    return pixels

@@ -2,10 +2,11 @@
 
 One forward pass of TinyCNN costs about the same for 1 image as for 16, and handing work
 to a thread costs about as much as the forward pass itself. So requests queue their
-images here (one from /predict, up to 256 from /predict/batch), and one inference thread
-takes everything queued, runs the API's `classify` (the notes' forward pass and answer,
-in d4_api_mnist.py) once on all of them, and hands each request its images' answers back
-on the request's own event loop. An explanation (feature maps and
+images here (one from /predict, up to 256 from /predict/batch) as flat buffers of grey
+levels, and one inference thread takes everything queued, views it as one batch X
+[N, 1, 28, 28], runs the API's `classify` (the notes' forward pass and answer, in
+d4_api_mnist.py) on it once, and hands each request its images' answers back on the
+request's own event loop. An explanation (feature maps and
 saliency, for /predict?explain=true) is worked out on the same thread, after the batch.
 The event loop never runs the model, so it stays free to accept requests and answer
 /healthz. A lone request is never held back to wait for others. Every torch call
@@ -23,6 +24,7 @@ import itertools
 import queue
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -30,13 +32,15 @@ import torch
 from torch import nn
 
 from d4.explain import explain_image
+from d4.model import IMAGE_SIZE
 
-# What the API's classify() makes of a batch of images (N, 1, 28, 28): one answer per image.
+PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
+# What the API's classify() makes of a batch of images X [N, 1, 28, 28]: one answer per image.
 Classify = Callable[[nn.Module, torch.Tensor], list[dict]]
 
 
 class Request(NamedTuple):
-    images: torch.Tensor  # (N, 1, 28, 28) float32 grey levels in 0..1
+    pixels: array  # 784 float32 grey levels in 0..1 per image, row by row
     loop: asyncio.AbstractEventLoop  # the asking request's event loop, where its answer is settled
     answer: asyncio.Future
     explain: bool  # an explanation of one image instead of probabilities
@@ -52,14 +56,18 @@ class PredictorStopped(RuntimeError):
 
 
 class BatchingPredictor:
-    def __init__(self, model: nn.Module, classify: Classify, max_batch: int = 64, threads: int | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, classify: Classify, max_batch: int = 64, threads: int | None = None
+    ) -> None:
         # channels_last: oneDNN's NHWC convolutions and pooling run a batch of 8 images 1.5x and
         # of 64 2.4x faster. The 1-channel input needs no conversion: both layouts are the same.
         self.model = model.to(memory_format=torch.channels_last)
         self.classify = classify
         self.max_batch = max_batch  # images per forward pass, unless one request brings more
         self.threads = threads  # PyTorch's intra-op threads; None leaves torch's default
-        self.requests: queue.SimpleQueue[Request | None] = queue.SimpleQueue()  # None asks the thread to stop
+        self.requests: queue.SimpleQueue[Request | None] = (
+            queue.SimpleQueue()
+        )  # None asks the thread to stop
         self.thread = threading.Thread(target=self._serve_batches, name="d4-inference", daemon=True)
         self.stopping = False
         self.accepting = threading.Lock()  # no request can slip in behind the stop sentinel
@@ -83,21 +91,21 @@ class BatchingPredictor:
         stuck = started is not None and time.monotonic() - started > STUCK_AFTER_S
         return self.thread.is_alive() and not self.stopping and not stuck
 
-    async def answers(self, images: torch.Tensor) -> list[dict]:
-        """classify's answer for each of the images (N, 1, 28, 28), in their order."""
-        return await self._ask(images, explain=False)
+    async def answers(self, pixels: array) -> list[dict]:
+        """classify's answer for each image in pixels (784 grey levels each), in their order."""
+        return await self._ask(pixels, explain=False)
 
-    async def explanation(self, image: torch.Tensor) -> dict:
-        """For one image (1, 1, 28, 28): its values after each layer, and its saliency (see d4.explain)."""
-        return await self._ask(image, explain=True)
+    async def explanation(self, pixels: array) -> dict:
+        """For one image's 784 grey levels: its values after each layer, and its saliency (d4.explain)."""
+        return await self._ask(pixels, explain=True)
 
-    async def _ask(self, images: torch.Tensor, explain: bool):
+    async def _ask(self, pixels: array, explain: bool):
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
         with self.accepting:
             if self.stopping or not self.thread.is_alive():
                 raise PredictorStopped("the server is shutting down")
-            self.requests.put(Request(images, loop, answer, explain))
+            self.requests.put(Request(pixels, loop, answer, explain))
         return await answer
 
     @contextlib.contextmanager
@@ -109,12 +117,17 @@ class BatchingPredictor:
         finally:
             self.forward_started = None
 
-    def _forward(self, batch: list[torch.Tensor]) -> list[dict]:
+    def _forward(self, batch: array) -> list[dict]:
         with self._working():
-            return self.classify(self.model, batch[0] if len(batch) == 1 else torch.cat(batch))
+            # The buffer viewed as the batch X [N, 1, 28, 28], without a copy. Every torch call
+            # stays on this thread: small ones on the event loop's thread would fight this one
+            # for Python's GIL and slow both down (docs/performance.md).
+            X = torch.frombuffer(batch, dtype=torch.float32).view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+            return self.classify(self.model, X)
 
-    def _explain(self, image: torch.Tensor) -> dict:
+    def _explain(self, pixels: array) -> dict:
         with self._working():
+            image = torch.frombuffer(pixels, dtype=torch.float32).view(1, 1, IMAGE_SIZE, IMAGE_SIZE)
             explained = explain_image(self.model, image)
         return {
             "feature_maps": {"conv1": explained.conv1.tolist(), "conv2": explained.conv2.tolist()},
@@ -139,17 +152,19 @@ class BatchingPredictor:
             first = self.requests.get()
             if first is None:
                 return
-            waiting, explaining = [], []  # explanations are worked out one image at a time, after the batch
-            batch, images = [], 0
+            waiting, explaining = (
+                [],
+                [],
+            )  # explanations are worked out one image at a time, after the batch
+            batch = array("f")  # one contiguous buffer, then one tensor without a copy
             request = first
             while True:
                 if request.explain:
                     explaining.append(request)
                 else:
                     waiting.append(request)
-                    batch.append(request.images)
-                    images += len(request.images)
-                if images >= self.max_batch or self.requests.empty():
+                    batch.extend(request.pixels)
+                if len(batch) >= self.max_batch * PIXELS_PER_IMAGE or self.requests.empty():
                     break
                 request = self.requests.get()
                 if request is None:
@@ -160,13 +175,17 @@ class BatchingPredictor:
                 if waiting:
                     try:
                         rows = self._forward(batch)
-                        ends = itertools.accumulate(len(request.images) for request in waiting)
+                        ends = itertools.accumulate(
+                            len(request.pixels) // PIXELS_PER_IMAGE for request in waiting
+                        )
                         results = [rows[start:end] for start, end in itertools.pairwise([0, *ends])]
-                    except Exception as error:  # answer every waiting request rather than leave it hanging
+                    except (
+                        Exception
+                    ) as error:  # answer every waiting request rather than leave it hanging
                         results = [error] * len(waiting)
                 for request in explaining:
                     try:
-                        results.append(self._explain(request.images))
+                        results.append(self._explain(request.pixels))
                     except Exception as error:
                         results.append(error)
             except BaseException:  # the thread is being killed: answer, then let it end

@@ -6,13 +6,13 @@ from array import array
 from typing import Annotated, BinaryIO
 
 import anyio
-import torch
 from fastapi import APIRouter, File, Query, Request, UploadFile
 from pydantic import Field
 from starlette.exceptions import HTTPException
 
 from d4.api_errors import RETRY_AFTER_S
 from d4.api_models import Explain, Explanation, Prediction, Problem, to_prediction
+from d4.batching import PIXELS_PER_IMAGE
 from d4.body_route import BodyRoute
 from d4.limits import MAX_UPLOAD_BYTES
 from d4.model import IMAGE_SIZE
@@ -98,15 +98,16 @@ async def predict_image(
     It is prepared the way MNIST's digits were (see d4/preprocess.py): cropped to the ink,
     scaled to fit 20x20, centred by its centre of mass in 28x28, white on black.
     """
-    pixels = await _prepared(file.file, request.state.image_workers, request.state.decoder_clock)
-    views = torch.frombuffer(pixels, dtype=torch.float32).view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+    views = await _prepared(file.file, request.state.image_workers, request.state.decoder_clock)
     # The picture and 4 nearby views of it in one batch; their answers averaged read people's digits better.
     answers = await request.state.predictor.answers(views)
     probabilities = average_of_views([answer["probabilities"] for answer in answers])
     prediction = ImagePrediction(**to_prediction(probabilities).model_dump())
-    upright = views[:1]  # the prepared picture itself, before the nearby views
+    upright = views[:PIXELS_PER_IMAGE]  # the prepared picture itself, before the nearby views
     if return_input:
-        prediction.input = upright[0, 0].tolist()
+        prediction.input = [
+            upright[row * IMAGE_SIZE : (row + 1) * IMAGE_SIZE].tolist() for row in range(IMAGE_SIZE)
+        ]
     if explain:
         prediction.explanation = Explanation(**await request.state.predictor.explanation(upright))
     return prediction

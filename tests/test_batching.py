@@ -3,6 +3,7 @@
 import asyncio
 import threading
 import time
+from array import array
 
 import pytest
 import torch
@@ -15,9 +16,9 @@ from d4.weights import load_weights
 from d4_api_mnist import classify
 
 
-async def probabilities(predictor: BatchingPredictor, images: torch.Tensor) -> list[list[float]]:
+async def probabilities(predictor: BatchingPredictor, pixels: array) -> list[list[float]]:
     """Each image's 10 probabilities, from the answers the API's classify() gave on the inference thread."""
-    return [answer["probabilities"] for answer in await predictor.answers(images)]
+    return [answer["probabilities"] for answer in await predictor.answers(pixels)]
 
 
 def test_waiting_requests_share_forward_passes_and_get_their_own_rows(fixture_test_digits):
@@ -28,7 +29,7 @@ def test_waiting_requests_share_forward_passes_and_get_their_own_rows(fixture_te
         expected = model(to_model_input(images)).softmax(dim=1)
     batch_sizes = []
     model.register_forward_hook(lambda module, inputs, output: batch_sizes.append(len(inputs[0])))
-    pixels = list(to_model_input(images).split(1))
+    pixels = [array("f", image.flatten().tolist()) for image in to_model_input(images)]
 
     async def ask_all() -> list[list[float]]:
         predictor = BatchingPredictor(model, classify)
@@ -52,8 +53,8 @@ def test_a_request_of_many_images_gets_its_rows_in_order_beside_single_requests(
         expected = model(inputs).softmax(dim=1)
     batch_sizes = []
     model.register_forward_hook(lambda module, inputs, output: batch_sizes.append(len(inputs[0])))
-    many = inputs[:25]
-    singles = list(inputs[25:].split(1))
+    many = array("f", inputs[:25].flatten().tolist())
+    singles = [array("f", image.flatten().tolist()) for image in inputs[25:]]
 
     async def ask_all() -> list[list[list[float]]]:
         predictor = BatchingPredictor(model, classify, max_batch=8)
@@ -82,7 +83,7 @@ def test_a_failing_forward_pass_answers_every_waiting_request_with_the_error():
         predictor = BatchingPredictor(Broken(), classify)
         predictor.start()
         try:
-            requests = [probabilities(predictor, torch.zeros(1, 1, 28, 28)) for _ in range(3)]
+            requests = [probabilities(predictor, array("f", [0.0] * 784)) for _ in range(3)]
             return await asyncio.gather(*requests, return_exceptions=True)
         finally:
             predictor.stop()
@@ -95,8 +96,8 @@ class ThreadKilled(BaseException):
     """What kills a thread outright (as an interpreter shutdown or a fatal bug would)."""
 
 
-def one_image() -> torch.Tensor:
-    return torch.zeros(1, 1, 28, 28)
+def one_image() -> array:
+    return array("f", [0.0] * 784)
 
 
 def test_work_after_stop_is_refused_at_once_and_queued_work_is_answered():
