@@ -100,7 +100,7 @@ def packed(rows: list[list[float]]) -> array:
     """Rows of grey levels, one after another, in one float32 buffer that torch reads without a copy.
 
     The inference thread views it as the images' tensor (d4/batching.py). For one 28x28 image
-    this is ~4x faster than torch.tensor on the nested lists (docs/performance.md).
+    this is 3.8x faster than torch.tensor on the nested lists (docs/performance.md).
     """
     pixels = array("f")
     for row in rows:

@@ -1,9 +1,9 @@
 """Request bodies read the API's way: JSON by pydantic's compiled parser, uploads checked to be whole.
 
 FastAPI reads a JSON body with `await request.json()`, then validates the result against the
-endpoint's model. Starlette's `json()` calls `json.loads`, which takes ~180 us for the 784
-numbers of a /predict body: the largest single cost of a request, paid on the event loop.
-`pydantic_core.from_json` builds the same Python objects in ~60 us. A body that is not valid
+endpoint's model. Starlette's `json()` calls `json.loads`, the largest single cost of a
+/predict request, paid on the event loop; `pydantic_core.from_json` builds the same Python
+objects 2.2x faster (docs/performance.md). A body that is not valid
 JSON, not UTF-8 or nested too deep still gets FastAPI's 422 "json_invalid", now with the
 parser's reason and position.
 
@@ -70,12 +70,18 @@ class BodyRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
-            if not TOO_DEEP_AT_ONCE.match(body) and (
-                problem := json_shape_problem(body, self.url.path)
-            ):
+            # Only a large body can hold enough values to block the event loop while it is built;
+            # a small one of the wrong shape gets the validation error that says where.
+            large = len(body) > OFF_LOOP_JSON_BYTES
+            problem = (
+                large
+                and not TOO_DEEP_AT_ONCE.match(body)
+                and json_shape_problem(body, self.url.path)
+            )
+            if problem:
                 raise HTTPException(413, problem)
             try:
-                if len(body) > OFF_LOOP_JSON_BYTES:
+                if large:
                     # One at a time: the parser holds the GIL throughout, and the event loop waits.
                     parser = self.state.json_parser
                     self._json = await anyio.to_thread.run_sync(
