@@ -37,7 +37,10 @@ def mnist_dataset(root: str | Path, train: bool, transform=None):
 
     raw_folder = Path(root) / "MNIST" / "raw"
     # The outermost of data/, data/MNIST/, data/MNIST/raw/ that this call creates, if any.
-    created = next((folder for folder in (Path(root), raw_folder.parent, raw_folder) if not folder.exists()), None)
+    created = next(
+        (folder for folder in (Path(root), raw_folder.parent, raw_folder) if not folder.exists()),
+        None,
+    )
     try:
         return datasets.MNIST(root, train=train, download=True, transform=transform)
     except Exception as error:  # no network shows up as URLError, OSError or RuntimeError
@@ -57,7 +60,9 @@ def load_mnist(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tenso
     return dataset.data, dataset.targets
 
 
-def mnist_tensors(root: str | Path, train: bool, transform: Callable, device: torch.device) -> TensorDataset:
+def mnist_tensors(
+    root: str | Path, train: bool, transform: Callable, device: torch.device
+) -> TensorDataset:
     """One MNIST split as a dataset of (X (1, 28, 28) in 0..1, Y), converted once and held on `device`.
 
     `transform` is the notes' `transforms.ToTensor()`. It is called once, on all N images seen
@@ -81,12 +86,23 @@ class BatchOrder(Sampler[torch.Tensor]):
     is drawn from it, so --seed gives the same batches (and, with --augment, distortions) every run.
     """
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> None:
-        self.size, self.batch_size, self.shuffle, self.generator = size, batch_size, shuffle, generator
+    def __init__(
+        self, size: int, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+    ) -> None:
+        self.size, self.batch_size, self.shuffle, self.generator = (
+            size,
+            batch_size,
+            shuffle,
+            generator,
+        )
 
     def __len__(self) -> int:
         return -(-self.size // self.batch_size)  # ceiling division: the last batch may be smaller
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        order = torch.randperm(self.size, generator=self.generator) if self.shuffle else torch.arange(self.size)
+        order = (
+            torch.randperm(self.size, generator=self.generator)
+            if self.shuffle
+            else torch.arange(self.size)
+        )
         return iter(order.split(self.batch_size))

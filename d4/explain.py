@@ -17,10 +17,14 @@ class Explained(NamedTuple):
     """The values of one image after each step, and its saliency."""
 
     conv1: torch.Tensor  # (8, 14, 14): the first block's feature maps, after pooling and ReLU
-    conv2: torch.Tensor  # (16, 7, 7): the second block's, whose 784 values flattened are fc1's input
+    conv2: (
+        torch.Tensor
+    )  # (16, 7, 7): the second block's, whose 784 values flattened are fc1's input
     fc1: torch.Tensor  # (64,): fc1's outputs, after ReLU
     logits: torch.Tensor  # (10,): fc2's outputs, one per digit, before softmax
-    saliency: torch.Tensor  # (28, 28) in 0..1: how much each pixel moved the predicted digit's logit
+    saliency: (
+        torch.Tensor
+    )  # (28, 28) in 0..1: how much each pixel moved the predicted digit's logit
 
 
 def feature_maps(model: TinyCNN, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 IMAGE_SIZE = 28
-DIGIT_BOX = 20  # MNIST fitted each digit into 20x20 (aspect kept) and centred that in the 28x28 image
+DIGIT_BOX = (
+    20  # MNIST fitted each digit into 20x20 (aspect kept) and centred that in the 28x28 image
+)
 LABELS = tuple(str(digit) for digit in range(10))  # class index i is the digit i
 
 

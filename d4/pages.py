@@ -23,10 +23,7 @@ HERE = Path(__file__).parent
 DRAW_PAGE = (HERE / "draw.html").read_text(encoding="utf-8")
 # The page's script and style, and the icon, each read once. no-cache: a browser asks for them again with the
 # page, so a new deploy's page never runs an old script (they are small: about 60 KB together).
-ASSETS = {
-    name: (HERE / name).read_bytes()
-    for name in ("draw.js", "draw.css", "favicon.ico")
-}
+ASSETS = {name: (HERE / name).read_bytes() for name in ("draw.js", "draw.css", "favicon.ico")}
 MEDIA_TYPES = {"draw.js": "text/javascript; charset=utf-8", "draw.css": "text/css; charset=utf-8",
                "favicon.ico": "image/x-icon"}  # fmt: skip
 DOCS_ASSETS = (
@@ -48,7 +45,9 @@ async def draw_page() -> str:
 
 
 def asset(name: str) -> Response:
-    return Response(ASSETS[name], media_type=MEDIA_TYPES[name], headers={"Cache-Control": "no-cache"})
+    return Response(
+        ASSETS[name], media_type=MEDIA_TYPES[name], headers={"Cache-Control": "no-cache"}
+    )
 
 
 @router.get("/draw.js", include_in_schema=False)

@@ -45,7 +45,9 @@ MAX_JPEG_SCANS = 32
 MAX_PNG_TEXT_BYTES = 8 * 2**20
 # Below this share of the ink's contrast a pixel counts as paper: JPEG noise, shadows, dust.
 NOISE_LEVEL = 0.2
-MIN_CONTRAST = 32  # grey levels between the mean paper and the mean ink below which the image is called blank
+MIN_CONTRAST = (
+    32  # grey levels between the mean paper and the mean ink below which the image is called blank
+)
 # Paper is the tone that most of the border shows, unless the border is this close to half and
 # half (a digit cropped tightly to its ink): then ink is the tone that covers less of the picture.
 BORDER_TIE = 0.1
@@ -98,9 +100,14 @@ def image_to_views(data: bytes) -> array:
     of 5 costs the batched model little more than 1.
     """
     pixels = image_to_pixels(data)
-    upright = Image.frombytes("L", (IMAGE_SIZE, IMAGE_SIZE), bytes(round(level * 255) for level in pixels))
+    upright = Image.frombytes(
+        "L", (IMAGE_SIZE, IMAGE_SIZE), bytes(round(level * 255) for level in pixels)
+    )
     centre = (IMAGE_SIZE / 2, IMAGE_SIZE / 2)
-    turned = [upright.rotate(angle, Image.Resampling.BILINEAR, center=centre) for angle in (VIEW_TURN, -VIEW_TURN)]
+    turned = [
+        upright.rotate(angle, Image.Resampling.BILINEAR, center=centre)
+        for angle in (VIEW_TURN, -VIEW_TURN)
+    ]
     scaled = [_scaled(upright, 1 + change) for change in (VIEW_SCALE, -VIEW_SCALE)]
     return pixels + _levels(*turned, *scaled)
 
@@ -114,7 +121,10 @@ def _scaled(image: Image.Image, factor: float) -> Image.Image:
     """The image scaled by `factor` about its centre (Pillow's affine maps output to input coordinates)."""
     shift = IMAGE_SIZE / 2 * (1 - 1 / factor)
     return image.transform(
-        image.size, Image.Transform.AFFINE, (1 / factor, 0, shift, 0, 1 / factor, shift), Image.Resampling.BILINEAR
+        image.size,
+        Image.Transform.AFFINE,
+        (1 / factor, 0, shift, 0, 1 / factor, shift),
+        Image.Resampling.BILINEAR,
     )
 
 
@@ -134,7 +144,9 @@ def _load_greyscale(data: bytes) -> Image.Image:
     if frames > 1:
         raise ImageRejected(f"the image is animated ({frames} frames); send a single still image")
     full_size = image.size
-    image.draft("L", (WORKING_SIDE, WORKING_SIDE))  # JPEG only: decode straight to grey, at a smaller scale
+    image.draft(
+        "L", (WORKING_SIDE, WORKING_SIDE)
+    )  # JPEG only: decode straight to grey, at a smaller scale
     _refuse_over_memory_budget(image, full_size, data)
     try:
         image.load()
@@ -143,7 +155,9 @@ def _load_greyscale(data: bytes) -> Image.Image:
     transparent = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     grey = _reduced(image, "LA" if transparent else "L")
     # Phones store photos as the sensor saw them and say in EXIF how to turn them upright.
-    with contextlib.suppress(Exception):  # a corrupt EXIF block (SyntaxError, struct.error, ...): read as stored
+    with contextlib.suppress(
+        Exception
+    ):  # a corrupt EXIF block (SyntaxError, struct.error, ...): read as stored
         ImageOps.exif_transpose(grey, in_place=True)
     return _flatten_transparency(grey) if transparent else grey
 
@@ -159,12 +173,18 @@ def _opened(data: bytes) -> Image.Image:
         # Pillow would otherwise try every format it knows (TIFF, ICO, ...) on the untrusted bytes.
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError:  # Pillow's own limit, far above ours
-        raise ImageTooLarge(f"the image has too many pixels; the limit is {MAX_IMAGE_PIXELS:,}") from None
+        raise ImageTooLarge(
+            f"the image has too many pixels; the limit is {MAX_IMAGE_PIXELS:,}"
+        ) from None
     except Exception:  # Pillow raises many types for bytes it cannot read; all mean the same here
-        raise ImageRejected(f"the file is not an image in a format the API opens; send one of {SEND_ONE_OF}") from None
+        raise ImageRejected(
+            f"the file is not an image in a format the API opens; send one of {SEND_ONE_OF}"
+        ) from None
     width, height = image.size
     if width * height > MAX_IMAGE_PIXELS:
-        raise ImageTooLarge(f"the image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS:,} pixels")
+        raise ImageTooLarge(
+            f"the image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS:,} pixels"
+        )
     if max(width, height) > MAX_ASPECT * min(width, height):
         raise ImageRejected(
             f"the image is {width}x{height} pixels, a strip too thin to hold a digit "
@@ -199,7 +219,9 @@ def _decoding_bytes(image: Image.Image, full_size: tuple[int, int], scans: int, 
     `full_size` is its size in the file, `scans` a JPEG's scans and `data` the file.
     """
     pixels = full_size[0] * full_size[1]
-    if image.format == "WEBP":  # libwebp's canvas and its previous frame, the frame's bytes, the picture: 4 x RGBA
+    if (
+        image.format == "WEBP"
+    ):  # libwebp's canvas and its previous frame, the frame's bytes, the picture: 4 x RGBA
         return 16 * pixels
     # Pillow's own layout: 1 byte a pixel for "1", "L" and "P", 2 for 16-bit grey, 4 for the rest (RGB, CMYK)
     per_pixel = 1 if image.mode in ("1", "L", "P") else 2 if image.mode.startswith("I;16") else 4
@@ -269,7 +291,9 @@ def _reduced(image: Image.Image, mode: str) -> Image.Image:
     reduced = Image.new(mode, (-(-image.width // factor), -(-image.height // factor)))
     for top in range(0, image.height, band):
         rows = image.crop((0, top, image.width, min(top + band, image.height)))
-        if rows.mode.startswith("I;16"):  # 16-bit grey: 0..65535 read as 0..255, as an 8-bit picture would be
+        if rows.mode.startswith(
+            "I;16"
+        ):  # 16-bit grey: 0..65535 read as 0..255, as an 8-bit picture would be
             rows = rows.point(lambda level: level / 256)
         reduced.paste(rows.convert(mode).reduce(factor), (0, top // factor))
     reduced.info = image.info  # the EXIF orientation, for exif_transpose
@@ -295,20 +319,33 @@ def _white_ink_on_black(grey: Image.Image) -> Image.Image:
     histogram = grey.histogram()
     all_dark = _mean_level(histogram, 0, 256) < 128
     split = _otsu_split(histogram)  # the whole picture's two tones: paper and ink
-    if split is not None and _dark_is_ink(grey, histogram, split):  # dark on light: flip to MNIST's white on black
+    if split is not None and _dark_is_ink(
+        grey, histogram, split
+    ):  # dark on light: flip to MNIST's white on black
         grey = ImageOps.invert(grey)
         histogram, split = histogram[::-1], 256 - split
-    if split is None or _mean_level(histogram, split, 256) - _mean_level(histogram, 0, split) < MIN_CONTRAST:
+    if (
+        split is None
+        or _mean_level(histogram, split, 256) - _mean_level(histogram, 0, split) < MIN_CONTRAST
+    ):
         if all_dark and grey.height >= BAR_ASPECT * grey.width:
-            return Image.new("L", grey.size, 255)  # all pen-dark, tall and narrow: a 1 cropped to its stroke
+            return Image.new(
+                "L", grey.size, 255
+            )  # all pen-dark, tall and narrow: a 1 cropped to its stroke
         raise ImageRejected("the image is blank: no digit stands out from the background")
     paper = _mean_level(histogram, 0, split)
     brightest = grey.getextrema()[1]
     noise = paper + NOISE_LEVEL * (brightest - paper)
     # Stretch paper..ink to 0..255, and clear everything too faint to be ink.
     scale = 255 / (brightest - paper)
-    stretched = grey.point(lambda level: 0 if level <= noise else min(255, round((level - paper) * scale)))
-    marks = stretched.filter(ImageFilter.MedianFilter(3)) if max(grey.size) > SPECK_FILTER_SIDE else stretched
+    stretched = grey.point(
+        lambda level: 0 if level <= noise else min(255, round((level - paper) * scale))
+    )
+    marks = (
+        stretched.filter(ImageFilter.MedianFilter(3))
+        if max(grey.size) > SPECK_FILTER_SIDE
+        else stretched
+    )
     box = marks.getbbox()
     if box is None or max(box[2] - box[0], box[3] - box[1]) * IMAGE_SIZE < max(grey.size):
         raise ImageRejected(
@@ -363,15 +400,22 @@ def _pen_width_like_mnist(ink: Image.Image) -> Image.Image:
     """The cropped ink with its longer side at STROKE_VIEW px, its strokes brought towards MNIST's width:
     thinner ones thickened, solid ones much wider thinned."""
     scale = STROKE_VIEW / max(ink.size)
-    view = ink.resize((max(1, round(ink.width * scale)), max(1, round(ink.height * scale))), Image.Resampling.LANCZOS)
+    view = ink.resize(
+        (max(1, round(ink.width * scale)), max(1, round(ink.height * scale))),
+        Image.Resampling.LANCZOS,
+    )
     width = _stroke_width(view)
     if width < MIN_STROKE_WIDTH:
         radius = round((MNIST_STROKE_WIDTH - width) / 2)
-        return view.filter(ImageFilter.MaxFilter(2 * radius + 1))  # a rounder pen: each side grows by `radius`
+        return view.filter(
+            ImageFilter.MaxFilter(2 * radius + 1)
+        )  # a rounder pen: each side grows by `radius`
     if width > MAX_STROKE_WIDTH and _solid_share(view) > SOLID_INK_SHARE:
         radius = round((width - MNIST_STROKE_WIDTH) / 2)
         # A finer pen: each side shrinks by `radius`, at the crop's edges too (paper around it first).
-        thinned = ImageOps.expand(view, border=radius, fill=0).filter(ImageFilter.MinFilter(2 * radius + 1))
+        thinned = ImageOps.expand(view, border=radius, fill=0).filter(
+            ImageFilter.MinFilter(2 * radius + 1)
+        )
         return thinned.crop((radius, radius, radius + view.width, radius + view.height))
     return view
 

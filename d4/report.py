@@ -40,7 +40,9 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> list[li
 
 
 @torch.no_grad()
-def filters_firing(model: torch.nn.Module, test_data: TensorDataset, batch_size: int = 1000) -> dict[str, list[int]]:
+def filters_firing(
+    model: torch.nn.Module, test_data: TensorDataset, batch_size: int = 1000
+) -> dict[str, list[int]]:
     """For each conv filter, on how many test digits it fires: its map, after ReLU and pooling, is above 0 somewhere.
 
     A filter that fires on none is dead: its ReLU is zero whatever the digit, so it passes nothing on
@@ -50,15 +52,25 @@ def filters_firing(model: torch.nn.Module, test_data: TensorDataset, batch_size:
     counts = None
     for start in range(0, len(test_data), batch_size):
         maps = feature_maps(model, test_data.tensors[0][start : start + batch_size])
-        fired = [(block.flatten(2) > 0).any(dim=2).sum(dim=0) for block in maps]  # per filter, over the batch
-        counts = fired if counts is None else [total + more for total, more in zip(counts, fired, strict=True)]
+        fired = [
+            (block.flatten(2) > 0).any(dim=2).sum(dim=0) for block in maps
+        ]  # per filter, over the batch
+        counts = (
+            fired
+            if counts is None
+            else [total + more for total, more in zip(counts, fired, strict=True)]
+        )
     return {"conv1": counts[0].tolist(), "conv2": counts[1].tolist(), "of": len(test_data)}
 
 
 def write_record(weights: Path, record: dict[str, Any]) -> Path:
     """Save the record beside the weights, with the weights' sha256 so a reader can tell they belong together."""
     path = record_path(weights)
-    path.write_text(json.dumps({**record, "weights": {"file": weights.name, "sha256": sha256(weights)}}, indent=2))
+    path.write_text(
+        json.dumps(
+            {**record, "weights": {"file": weights.name, "sha256": sha256(weights)}}, indent=2
+        )
+    )
     return path
 
 
@@ -86,9 +98,15 @@ def draw_report(
     numbers = [epoch["epoch"] for epoch in epochs]
 
     loss_axes.plot(numbers, [epoch["loss"] for epoch in epochs], "o-", color="tab:red")
-    loss_axes.set(title="training loss (sum over the epoch's batches)", xlabel="epoch", ylabel="loss")
-    accuracy_axes.plot(numbers, [epoch["train_accuracy"] for epoch in epochs], "o-", label="training images")
-    accuracy_axes.plot(numbers, [epoch["test_accuracy"] for epoch in epochs], "s-", label="10,000 test images")
+    loss_axes.set(
+        title="training loss (sum over the epoch's batches)", xlabel="epoch", ylabel="loss"
+    )
+    accuracy_axes.plot(
+        numbers, [epoch["train_accuracy"] for epoch in epochs], "o-", label="training images"
+    )
+    accuracy_axes.plot(
+        numbers, [epoch["test_accuracy"] for epoch in epochs], "s-", label="10,000 test images"
+    )
     accuracy_axes.set(title="accuracy after each epoch", xlabel="epoch", ylabel="accuracy")
     accuracy_axes.legend(loc="lower right")
     for axes in (loss_axes, accuracy_axes):
@@ -102,7 +120,9 @@ def draw_report(
             count = counts[actual, predicted].item()
             if count:
                 colour = "white" if actual == predicted else "black"
-                confusion_axes.text(predicted, actual, count, ha="center", va="center", fontsize=8, color=colour)
+                confusion_axes.text(
+                    predicted, actual, count, ha="center", va="center", fontsize=8, color=colour
+                )
     confusion_axes.set(
         title="confusion matrix, test set (counts)", xlabel="predicted digit", ylabel="actual digit",
         xticks=range(len(LABELS)), yticks=range(len(LABELS)),
@@ -115,7 +135,9 @@ def draw_report(
     wrong = (predictions != labels).nonzero().flatten()
     worst = wrong[confidence[wrong].argsort(descending=True)][:WRONG_SHOWN]
     bottom.suptitle("the test digits the model gets most confidently wrong")
-    for axes, index in zip(bottom.subplots(1, WRONG_SHOWN), [*worst.tolist(), *[None] * WRONG_SHOWN], strict=False):
+    for axes, index in zip(
+        bottom.subplots(1, WRONG_SHOWN), [*worst.tolist(), *[None] * WRONG_SHOWN], strict=False
+    ):
         axes.axis("off")
         if index is not None:
             axes.imshow(test_pixels[index].squeeze().cpu(), cmap="gray")

@@ -45,7 +45,9 @@ def progress_bar(steps: int, description: str) -> tqdm:
 
 def save_weights(model: nn.Module, path: Path) -> None:
     """Save a CPU state_dict through a temporary file, so that an interrupted save keeps the old one."""
-    state_dict = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    state_dict = {
+        name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     torch.save(state_dict, partial)
@@ -53,12 +55,19 @@ def save_weights(model: nn.Module, path: Path) -> None:
 
 
 def run_record(
-    args: argparse.Namespace, argv: list[str], device: torch.device, epochs: list[dict], confusion: list[list[int]]
+    args: argparse.Namespace,
+    argv: list[str],
+    device: torch.device,
+    epochs: list[dict],
+    confusion: list[list[int]],
 ) -> dict:
     """How these weights were made, for d4_cnn.json: the command, every flag, each epoch's numbers, where, when."""
     return {
         "command": shlex.join(["python", "d4_tiny_cnn_mnist.py", *argv]),
-        "flags": {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()},
+        "flags": {
+            name: str(value) if isinstance(value, Path) else value
+            for name, value in vars(args).items()
+        },
         "epochs": epochs,
         "test_accuracy": epochs[-1]["test_accuracy"],
         "confusion_matrix": confusion,

@@ -30,7 +30,9 @@ def weights_errors_explained(path: str | Path) -> Iterator[None]:
         raise WeightsError(f"weights file {path} not found: {how_to_make}")
     try:
         yield
-    except Exception as error:  # torch raises many types for a bad file; each means one of three things here
+    except (
+        Exception
+    ) as error:  # torch raises many types for a bad file; each means one of three things here
         message = str(error).strip()
         if "conv.0.weight" in message:
             raise WeightsError(
@@ -38,10 +40,16 @@ def weights_errors_explained(path: str | Path) -> Iterator[None]:
                 f"with the input normalised inside the model), which neither this code nor the notes' can use: "
                 f"{how_to_make}"
             ) from None
-        if "state_dict" in message:  # load_state_dict's own errors: other keys or shapes, or not a dict
-            raise WeightsError(f"weights file {path} does not hold TinyCNN weights: {how_to_make}") from None
+        if (
+            "state_dict" in message
+        ):  # load_state_dict's own errors: other keys or shapes, or not a dict
+            raise WeightsError(
+                f"weights file {path} does not hold TinyCNN weights: {how_to_make}"
+            ) from None
         reason = message.splitlines()[0] if message else type(error).__name__
-        raise WeightsError(f"weights file {path} could not be read ({reason}): {how_to_make}") from None
+        raise WeightsError(
+            f"weights file {path} could not be read ({reason}): {how_to_make}"
+        ) from None
 
 
 def load_weights(path: str | Path) -> TinyCNN:

@@ -23,7 +23,9 @@ from PIL import Image, ImageDraw
 from d4.drawn_digits import DIGIT_STROKES
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURE_MNIST = Path(__file__).resolve().parent / "fixtures" / "mnist"  # 200 train + 300 test digits
+FIXTURE_MNIST = (
+    Path(__file__).resolve().parent / "fixtures" / "mnist"
+)  # 200 train + 300 test digits
 
 
 def _shipped_weights() -> Path:
@@ -35,10 +37,15 @@ def _shipped_weights() -> Path:
     working = REPO / "d4_cnn.pt"
     try:
         committed = {
-            name: subprocess.run(["git", "show", f"HEAD:{name}"], cwd=REPO, capture_output=True, check=True).stdout
+            name: subprocess.run(
+                ["git", "show", f"HEAD:{name}"], cwd=REPO, capture_output=True, check=True
+            ).stdout
             for name in ("d4_cnn.pt", "d4_cnn.json")
         }
-    except (OSError, subprocess.CalledProcessError):  # not a git checkout: the files here are the shipped ones
+    except (
+        OSError,
+        subprocess.CalledProcessError,
+    ):  # not a git checkout: the files here are the shipped ones
         return working
     if working.is_file() and working.read_bytes() == committed["d4_cnn.pt"]:
         return working
@@ -87,7 +94,9 @@ def browser():
     """A headless Chromium driven by Playwright, for the page tests."""
     from playwright.sync_api import sync_playwright
 
-    chromium = find_chromium()  # before this fixture's own Playwright starts: one at a time per thread
+    chromium = (
+        find_chromium()
+    )  # before this fixture's own Playwright starts: one at a time per thread
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=["--disable-gpu"])
         yield browser
@@ -111,16 +120,25 @@ def encode(image: Image.Image, image_format: str, **options) -> bytes:
 
 def script_env(**overrides: str) -> dict[str, str]:
     """The environment a user would have: no display, and no proxy tricks unless a test adds them."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")
+    }
     env["PYTHONUNBUFFERED"] = "1"
     env.update(overrides)
     return env
 
 
-def run_script(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_script(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run one of the top-level scripts as a user would, from the repo root."""
     return subprocess.run(
-        [sys.executable, *args], cwd=REPO, env=env or script_env(), capture_output=True, text=True, timeout=timeout
+        [sys.executable, *args],
+        cwd=REPO,
+        env=env or script_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -143,7 +161,18 @@ def uvicorn_process(
     """A real uvicorn on a free loopback port serving `app` (ours by default): its base URL and its process."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--app-dir", str(app_dir), "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--app-dir",
+            str(app_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         cwd=cwd,
         env=script_env(D4_MODEL_PATH=str(model_path), **env),
         stdout=subprocess.PIPE,
@@ -155,7 +184,9 @@ def uvicorn_process(
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {process.returncode}: {process.stdout.read()}")
+                raise RuntimeError(
+                    f"uvicorn exited with {process.returncode}: {process.stdout.read()}"
+                )
             try:
                 if requests.get(f"{base_url}{health}", timeout=1).ok:
                     break
@@ -183,7 +214,12 @@ def notes_api_server(weights_folder: Path) -> Iterator[str]:
 
     Like the notes' script, it reads d4_cnn.pt from its working directory.
     """
-    notes_api = {"app": "notes_api:app", "app_dir": REPO / "benchmarks", "cwd": weights_folder, "health": "/"}
+    notes_api = {
+        "app": "notes_api:app",
+        "app_dir": REPO / "benchmarks",
+        "cwd": weights_folder,
+        "health": "/",
+    }
     with uvicorn_process(weights_folder / "d4_cnn.pt", **notes_api) as (base_url, _):
         yield base_url
 
@@ -192,7 +228,9 @@ def old_layout_state_dict() -> dict:
     """What this project's trainer saved before it took the notes' layout: nn.Sequential blocks conv and fc."""
     from torch import nn
 
-    conv = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1))
+    conv = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1)
+    )
     fc = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
     return nn.ModuleDict({"conv": conv, "fc": fc}).state_dict()
 

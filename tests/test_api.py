@@ -19,15 +19,22 @@ def test_root_says_what_it_is(client):
     assert response.status_code == 200
     body = response.json()
     assert body["ok"] is True and "digit" in body["demo"] and body["endpoint"] == "/predict"
-    assert body["ui"] == "/draw" and client.get(body["ui"]).headers["content-type"].startswith("text/html")
+    assert body["ui"] == "/draw" and client.get(body["ui"]).headers["content-type"].startswith(
+        "text/html"
+    )
 
 
 def test_root_gives_a_browser_a_page_with_links_on_and_programs_the_notes_json(client):
-    page = client.get("/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})  # as Chromium asks
+    page = client.get(
+        "/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    )  # as Chromium asks
     assert page.headers["content-type"].startswith("text/html")
     for link in ("/draw", "/docs", "/model"):
         assert f'href="{link}"' in page.text
-    for accept in ("*/*", "application/json"):  # requests' and the notes' client, curl; a JSON client
+    for accept in (
+        "*/*",
+        "application/json",
+    ):  # requests' and the notes' client, curl; a JSON client
         answer = client.get("/", headers={"Accept": accept})
         assert answer.headers["content-type"] == "application/json"
         assert answer.json()["ok"] is True and answer.json()["endpoint"] == "/predict"
@@ -49,8 +56,17 @@ def test_docs_show_the_models_with_an_example(client):
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()["components"]["schemas"]
     assert len(schema["DigitPixels"]["examples"][0]["pixels"]) == 28
-    assert set(schema["Prediction"]["properties"]) == {"predicted_digit", "confidence", "probabilities", "explanation"}
-    assert set(schema["Prediction"]["required"]) == {"predicted_digit", "confidence", "probabilities"}
+    assert set(schema["Prediction"]["properties"]) == {
+        "predicted_digit",
+        "confidence",
+        "probabilities",
+        "explanation",
+    }
+    assert set(schema["Prediction"]["required"]) == {
+        "predicted_digit",
+        "confidence",
+        "probabilities",
+    }
     assert {"ModelCard", "Explanation"} <= set(schema)
 
 
@@ -69,7 +85,8 @@ def test_shipped_weights_classify_fixture_digits_through_the_api(client, fixture
     images, labels = fixture_test_digits
     pixels = to_model_input(images)
     correct = sum(
-        client.post("/predict", json={"pixels": pixels[i, 0].tolist()}).json()["predicted_digit"] == labels[i].item()
+        client.post("/predict", json={"pixels": pixels[i, 0].tolist()}).json()["predicted_digit"]
+        == labels[i].item()
         for i in range(len(labels))
     )
     assert correct / len(labels) >= 0.97
@@ -112,7 +129,10 @@ def test_an_unexpected_field_with_an_unsafe_name_is_not_echoed(client, key):
     answer = client.post("/predict", json={"pixels": BLANK, key: 1})
     assert answer.status_code == 422
     assert key not in answer.text and "<" not in answer.text
-    assert answer.json()["message"] == "(a field whose name is not shown): Extra inputs are not permitted"
+    assert (
+        answer.json()["message"]
+        == "(a field whose name is not shown): Extra inputs are not permitted"
+    )
 
 
 def test_an_unexpected_field_with_a_plain_name_is_named(client):
@@ -124,7 +144,9 @@ def test_an_unexpected_field_with_a_plain_name_is_named(client):
     "body",
     [
         {"pixels": [[0.0] * 28] * 27 + [[0.0] * 27 + [987654.321]]},  # a number out of range
-        {"pixels": [[0.0] * 28] * 27 + [[0.0] * 27 + ["SECRET-0xC0FFEE"]]},  # a string where a number goes
+        {
+            "pixels": [[0.0] * 28] * 27 + [[0.0] * 27 + ["SECRET-0xC0FFEE"]]
+        },  # a string where a number goes
         {"pixels": "SECRET-0xC0FFEE"},
         {"pixels": [[0.0] * 28] * 28, "note": "SECRET-0xC0FFEE"},  # an unexpected field's value
     ],
@@ -145,7 +167,9 @@ def test_non_finite_pixels_get_422(client, value):
 
 
 def test_body_that_is_not_json_gets_422(client):
-    response = client.post("/predict", content=b"{pixels: oops", headers={"content-type": "application/json"})
+    response = client.post(
+        "/predict", content=b"{pixels: oops", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert "JSON" in response.json()["message"]
 
@@ -167,22 +191,32 @@ def test_unparsable_json_gets_422_with_the_parsers_reason(client, body, reason):
 
 
 def test_body_that_is_not_a_json_object_gets_422_saying_what_to_send(client):
-    response = client.post("/predict", content=b"pixels=0.5", headers={"content-type": "text/plain"})
+    response = client.post(
+        "/predict", content=b"pixels=0.5", headers={"content-type": "text/plain"}
+    )
     assert response.status_code == 422
     assert 'send JSON {"pixels"' in response.json()["message"]
 
 
 def test_body_over_the_limit_gets_413_and_the_server_keeps_serving(client):
     too_big = b'{"pixels": "' + b"0" * MAX_BODY_BYTES + b'"}'
-    response = client.post("/predict", content=too_big, headers={"content-type": "application/json"})
+    response = client.post(
+        "/predict", content=too_big, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
-    assert response.json()["message"] == "the request body is too large: /predict accepts at most 1 MiB"
+    assert (
+        response.json()["message"]
+        == "the request body is too large: /predict accepts at most 1 MiB"
+    )
     assert client.post("/predict", json={"pixels": BLANK}).status_code == 200
 
 
 def test_batch_body_over_its_limit_gets_413_naming_the_limit(client):
     response = client.post("/predict/batch", content=b" " * (MAX_BATCH_BODY_BYTES + 1))
-    assert response.status_code == 413 and "/predict/batch accepts at most 8 MiB" in response.json()["message"]
+    assert (
+        response.status_code == 413
+        and "/predict/batch accepts at most 8 MiB" in response.json()["message"]
+    )
 
 
 def test_cross_origin_requests_are_not_allowed_by_default(client):
@@ -201,20 +235,33 @@ def test_server_keeps_serving_after_bad_input(client):
     [
         (lambda path: None, "not found"),
         (lambda path: path.write_bytes(SHIPPED_WEIGHTS.read_bytes()[:5000]), "could not be read"),
-        (lambda path: torch.save({"weight": torch.zeros(3)}, path), "does not hold TinyCNN weights"),
+        (
+            lambda path: torch.save({"weight": torch.zeros(3)}, path),
+            "does not hold TinyCNN weights",
+        ),
     ],
 )
 def test_bad_weights_stop_start_up_with_one_clear_line(tmp_path, make_file, reason):
     path = tmp_path / "weights.pt"
     make_file(path)
     result = run_script(
-        "-m", "uvicorn", "d4_api_mnist:app", "--port", "0", env=script_env(D4_MODEL_PATH=str(path)), timeout=60
+        "-m",
+        "uvicorn",
+        "d4_api_mnist:app",
+        "--port",
+        "0",
+        env=script_env(D4_MODEL_PATH=str(path)),
+        timeout=60,
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1
-    assert str(path) in errors[0] and reason in errors[0] and "python d4_tiny_cnn_mnist.py" in errors[0]
+    assert (
+        str(path) in errors[0]
+        and reason in errors[0]
+        and "python d4_tiny_cnn_mnist.py" in errors[0]
+    )
 
 
 def test_start_up_objects_are_frozen_out_of_garbage_collection(client):

@@ -37,7 +37,9 @@ def post(url: str, data: bytes, name: str = "digit.jpg") -> requests.Response:
     return requests.post(f"{url}/predict/image", files={"file": (name, data)}, timeout=30)
 
 
-def as_a_phone_stores_it(upright: Image.Image, orientation: int, image_format: str = "JPEG") -> bytes:
+def as_a_phone_stores_it(
+    upright: Image.Image, orientation: int, image_format: str = "JPEG"
+) -> bytes:
     """The picture turned the way the sensor saw it, tagged with the EXIF orientation that turns it back."""
     turn = STORED_AS[orientation]
     stored = upright.transpose(turn) if turn is not None else upright
@@ -46,9 +48,13 @@ def as_a_phone_stores_it(upright: Image.Image, orientation: int, image_format: s
     return encode(stored.convert("RGB"), image_format, exif=exif, quality=92)
 
 
-def photographed(digit_image, side: int = 300, margin: tuple[int, int, int, int] = (150, 100, 150, 100)) -> Image.Image:
+def photographed(
+    digit_image, side: int = 300, margin: tuple[int, int, int, int] = (150, 100, 150, 100)
+) -> Image.Image:
     """An MNIST digit as a person shows it: enlarged, black on white, with paper around it."""
-    picture = Image.frombytes("L", (28, 28), bytes(digit_image.flatten().tolist())).resize((side, side), Image.BICUBIC)
+    picture = Image.frombytes("L", (28, 28), bytes(digit_image.flatten().tolist())).resize(
+        (side, side), Image.BICUBIC
+    )
     left, top, right, bottom = margin
     page = Image.new("L", (side + left + right, side + top + bottom), 255)
     page.paste(ImageOps.invert(picture), (left, top))
@@ -96,8 +102,13 @@ def test_a_photo_of_empty_paper_is_blank(server_url):
 def test_ones_cropped_tightly_to_their_ink_are_recognised(server_url, fixture_test_digits):
     images, labels = fixture_test_digits
     ones = [image for image, label in zip(images, labels, strict=True) if label == 1]
-    answers = [post(server_url, encode(cropped_to_ink(photographed(image)), "PNG"), "one.png") for image in ones]
-    assert all(answer.status_code == 200 for answer in answers), [a.text for a in answers if a.status_code != 200]
+    answers = [
+        post(server_url, encode(cropped_to_ink(photographed(image)), "PNG"), "one.png")
+        for image in ones
+    ]
+    assert all(answer.status_code == 200 for answer in answers), [
+        a.text for a in answers if a.status_code != 200
+    ]
     correct = sum(answer.json()["predicted_digit"] == 1 for answer in answers)
     assert correct >= len(ones) - 1, (correct, len(ones))
 
@@ -105,7 +116,9 @@ def test_ones_cropped_tightly_to_their_ink_are_recognised(server_url, fixture_te
 @pytest.mark.parametrize("image_format", ["PNG", "JPEG"])
 def test_a_pen_stroke_1_cropped_to_pure_ink_is_a_1(server_url, image_format):
     bar = cropped_to_ink(drawn(1))  # the stroke fills the whole picture: no paper left to see
-    answer = post(server_url, encode(bar.convert("RGB"), image_format), f"bar.{image_format.lower()}")
+    answer = post(
+        server_url, encode(bar.convert("RGB"), image_format), f"bar.{image_format.lower()}"
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json()["predicted_digit"] == 1
 
@@ -127,19 +140,29 @@ def test_a_very_long_thin_strip_gets_a_422_saying_why(server_url):
     assert requests.get(f"{server_url}/healthz", timeout=5).status_code == 200
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
-def test_any_honest_picture_of_a_digit_gets_the_clean_pictures_answer(client, confident_digits, data):
+def test_any_honest_picture_of_a_digit_gets_the_clean_pictures_answer(
+    client, confident_digits, data
+):
     image, clean_answer = data.draw(st.sampled_from(confident_digits))
-    picture = photographed(image, margin=tuple(data.draw(st.lists(st.integers(0, 200), min_size=4, max_size=4))))
+    picture = photographed(
+        image, margin=tuple(data.draw(st.lists(st.integers(0, 200), min_size=4, max_size=4)))
+    )
     if data.draw(st.booleans()):
         picture = cropped_to_ink(picture)
     if data.draw(st.booleans()):
         rng = random.Random(data.draw(st.integers(0, 2**32 - 1)))
         for _ in range(picture.width * picture.height // 2000):  # a thin speckle: 1 pixel in 2,000
-            picture.putpixel((rng.randrange(picture.width), rng.randrange(picture.height)), rng.randrange(256))
+            picture.putpixel(
+                (rng.randrange(picture.width), rng.randrange(picture.height)), rng.randrange(256)
+            )
     orientation = data.draw(st.sampled_from(sorted(STORED_AS)))
-    answer = client.post("/predict/image", files={"file": ("p.jpg", as_a_phone_stores_it(picture, orientation))})
+    answer = client.post(
+        "/predict/image", files={"file": ("p.jpg", as_a_phone_stores_it(picture, orientation))}
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json()["predicted_digit"] == clean_answer
 
@@ -150,7 +173,9 @@ def confident_digits(client, fixture_test_digits) -> list:
     images, labels = fixture_test_digits
     chosen = []
     for image, label in zip(images[:60], labels[:60].tolist(), strict=True):
-        answer = client.post("/predict/image", files={"file": ("c.png", encode(photographed(image), "PNG"))}).json()
+        answer = client.post(
+            "/predict/image", files={"file": ("c.png", encode(photographed(image), "PNG"))}
+        ).json()
         if answer["predicted_digit"] == label and answer["confidence"] > 0.95:
             chosen.append((image, label))
     assert len(chosen) >= 40

@@ -45,7 +45,9 @@ def test_waiting_requests_share_forward_passes_and_get_their_own_rows(fixture_te
     assert sum(batch_sizes) == 20 and len(batch_sizes) < 20  # some requests shared a pass
 
 
-def test_a_request_of_many_images_gets_its_rows_in_order_beside_single_requests(fixture_test_digits):
+def test_a_request_of_many_images_gets_its_rows_in_order_beside_single_requests(
+    fixture_test_digits,
+):
     images, _ = fixture_test_digits
     model = load_weights(SHIPPED_WEIGHTS)
     inputs = to_model_input(images[:30])
@@ -117,7 +119,9 @@ def test_work_after_stop_is_refused_at_once_and_queued_work_is_answered():
     assert not predictor.healthy()
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread's death is the point
+@pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnhandledThreadExceptionWarning"
+)  # the thread's death is the point
 def test_a_killed_thread_answers_what_waits_refuses_new_work_and_reports_unhealthy():
     model = load_weights(SHIPPED_WEIGHTS)
 
@@ -172,7 +176,9 @@ def test_single_requests_waiting_together_share_passes_of_at_most_64_images():
         predictor.start()
         try:
             # The first request's pass waits until all 150 are queued behind it.
-            answers = [asyncio.ensure_future(probabilities(predictor, one_image())) for _ in range(150)]
+            answers = [
+                asyncio.ensure_future(probabilities(predictor, one_image())) for _ in range(150)
+            ]
             await asyncio.sleep(0.2)
             all_queued.set()
             return await asyncio.gather(*answers)

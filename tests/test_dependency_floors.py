@@ -15,17 +15,24 @@ from test_deploy import deploy_requirements
 
 def floor(specifier: SpecifierSet) -> Version | None:
     """The lowest release a specifier allows, from its >=, == and ~= clauses; None when it sets no floor."""
-    return max((Version(clause.version) for clause in specifier if clause.operator in (">=", "==", "~=")), default=None)
+    return max(
+        (Version(clause.version) for clause in specifier if clause.operator in (">=", "==", "~=")),
+        default=None,
+    )
 
 
 def test_no_deploy_floor_sits_below_what_another_deploy_package_requires():
-    ours = {canonicalize_name(requirement.name): requirement for requirement in deploy_requirements()}
+    ours = {
+        canonicalize_name(requirement.name): requirement for requirement in deploy_requirements()
+    }
     too_low = []
     for requirement in ours.values():
         for line in importlib.metadata.requires(requirement.name) or []:
             theirs = Requirement(line)
             name = canonicalize_name(theirs.name)
-            if name not in ours or (theirs.marker is not None and not theirs.marker.evaluate({"extra": ""})):
+            if name not in ours or (
+                theirs.marker is not None and not theirs.marker.evaluate({"extra": ""})
+            ):
                 continue
             needed, floored = floor(theirs.specifier), floor(ours[name].specifier)
             if needed is not None and (floored is None or floored < needed):

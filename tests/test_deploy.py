@@ -24,10 +24,15 @@ def test_blueprint_is_one_free_python_web_service_starting_the_api():
     assert (service["type"], service["runtime"], service["plan"]) == ("web", "python", "free")
     assert service["startCommand"] == "uvicorn d4_api_mnist:app --host 0.0.0.0 --port $PORT"
     assert "requirements-render.txt" in service["buildCommand"]
-    assert "/whl/cpu" in service["buildCommand"]  # CPU-only torch: the CUDA build does not fit 512 MB
+    assert (
+        "/whl/cpu" in service["buildCommand"]
+    )  # CPU-only torch: the CUDA build does not fit 512 MB
     # The CPU-only torch it installs first obeys the same floor as requirements-render.txt (a safe weights loader).
     [torch] = [requirement for requirement in deploy_requirements() if requirement.name == "torch"]
-    assert SpecifierSet(re.search(r'"torch([^"]+)"', service["buildCommand"]).group(1)) == torch.specifier
+    assert (
+        SpecifierSet(re.search(r'"torch([^"]+)"', service["buildCommand"]).group(1))
+        == torch.specifier
+    )
     versions = {env["key"]: env["value"] for env in service["envVars"]}
     assert re.fullmatch(r"3\.\d+\.\d+", versions["PYTHON_VERSION"])
 
@@ -58,7 +63,9 @@ def deploy_requirements() -> list[Requirement]:
 def installed_closure(requirements: list[Requirement]) -> set[str]:
     """The distributions these requirements bring in, following each one's own requirements (extras included)."""
     provided: set[str] = set()
-    waiting = [(canonicalize_name(requirement.name), requirement.extras) for requirement in requirements]
+    waiting = [
+        (canonicalize_name(requirement.name), requirement.extras) for requirement in requirements
+    ]
     while waiting:
         name, extras = waiting.pop()
         key = f"{name}[{','.join(sorted(extras))}]"
@@ -87,12 +94,16 @@ def only_these_distributions(names: set[str], folder: Path) -> Path:
 def test_the_api_starts_with_only_what_the_deploy_requirements_install(tmp_path):
     site = only_these_distributions(installed_closure(deploy_requirements()), tmp_path)
     # -S: no site-packages; the path holds the repository and the deploy's distributions only, as on Render.
-    render_env = {env["key"]: env["value"] for env in web_service()["envVars"]}  # as Render sets them
+    render_env = {
+        env["key"]: env["value"] for env in web_service()["envVars"]
+    }  # as Render sets them
     env = script_env(**render_env, PYTHONPATH=f"{site}{os.pathsep}{REPO}")
     result = run_script("-S", "-c", START_AND_STOP, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "started and stopped"
-    assert "Warning" not in result.stderr, result.stderr  # a Render user reads this log: nothing to alarm them
+    assert "Warning" not in result.stderr, (
+        result.stderr
+    )  # a Render user reads this log: nothing to alarm them
 
 
 def test_the_deploy_requirements_stay_lean():
@@ -100,4 +111,9 @@ def test_the_deploy_requirements_stay_lean():
     assert deploy_packages == {
         "torch", "fastapi", "uvicorn", "h11", "pydantic", "anyio", "python-multipart", "pillow", "fastapi-offline",
     }  # fmt: skip
-    assert not installed_closure(deploy_requirements()) & {"torchvision", "matplotlib", "requests", "tqdm"}
+    assert not installed_closure(deploy_requirements()) & {
+        "torchvision",
+        "matplotlib",
+        "requests",
+        "tqdm",
+    }

@@ -10,13 +10,21 @@ from PIL import Image, ImageOps
 from conftest import DIGIT_STROKES, drawn, encode
 from d4.limits import MAX_BATCH_IMAGES, MAX_UPLOAD_BYTES
 from d4.model import to_model_input
-from d4.preprocess import ACCEPTED_FORMATS, MAX_IMAGE_PIXELS, ImageRejected, ImageTooLarge, image_to_pixels
+from d4.preprocess import (
+    ACCEPTED_FORMATS,
+    MAX_IMAGE_PIXELS,
+    ImageRejected,
+    ImageTooLarge,
+    image_to_pixels,
+)
 
 
 def as_a_user_sends_it(digit: torch.Tensor, rng: random.Random) -> Image.Image:
     """An MNIST digit as it arrives from a person: 200-400 px, black on white, off-centre on a page."""
     side = rng.randint(200, 400)
-    picture = Image.frombytes("L", (28, 28), bytes(digit.flatten().tolist())).resize((side, side), Image.BICUBIC)
+    picture = Image.frombytes("L", (28, 28), bytes(digit.flatten().tolist())).resize(
+        (side, side), Image.BICUBIC
+    )
     page = Image.new("L", (side + 300, side + 200), 255)
     page.paste(ImageOps.invert(picture), (rng.randint(0, 300), rng.randint(0, 200)))
     return page
@@ -29,12 +37,19 @@ def upload(client, data: bytes, name: str = "digit.png", **params):
 def test_photographed_mnist_digits_score_as_well_as_the_raw_pixels(client, fixture_test_digits):
     images, labels = fixture_test_digits
     rng = random.Random(0)
-    raw = [client.post("/predict", json={"pixels": pixels[0].tolist()}) for pixels in to_model_input(images)]
+    raw = [
+        client.post("/predict", json={"pixels": pixels[0].tolist()})
+        for pixels in to_model_input(images)
+    ]
     raw_correct = sum(answer.json()["predicted_digit"] == labels[i] for i, answer in enumerate(raw))
     for image_format in ("PNG", "JPEG"):
-        answers = [upload(client, encode(as_a_user_sends_it(image, rng), image_format)) for image in images]
+        answers = [
+            upload(client, encode(as_a_user_sends_it(image, rng), image_format)) for image in images
+        ]
         assert all(answer.status_code == 200 for answer in answers)
-        correct = sum(answer.json()["predicted_digit"] == labels[i] for i, answer in enumerate(answers))
+        correct = sum(
+            answer.json()["predicted_digit"] == labels[i] for i, answer in enumerate(answers)
+        )
         assert correct >= raw_correct - 0.01 * len(labels), (image_format, correct, raw_correct)
 
 
@@ -62,9 +77,13 @@ def test_polarity_colour_and_transparency_give_the_same_input(mode, paper, pen):
     assert max(abs(a - b) for a, b in zip(pixels, reference, strict=True)) < 0.1
 
 
-@pytest.mark.parametrize(("image_format", "mode"), [("JPEG", "RGB"), ("GIF", "P"), ("BMP", "RGB"), ("WEBP", "RGB")])
+@pytest.mark.parametrize(
+    ("image_format", "mode"), [("JPEG", "RGB"), ("GIF", "P"), ("BMP", "RGB"), ("WEBP", "RGB")]
+)
 def test_every_documented_format_is_read(client, image_format, mode):
-    answer = upload(client, encode(drawn(7).convert(mode), image_format), name=f"seven.{image_format.lower()}")
+    answer = upload(
+        client, encode(drawn(7).convert(mode), image_format), name=f"seven.{image_format.lower()}"
+    )
     assert answer.status_code == 200 and answer.json()["predicted_digit"] == 7
 
 
@@ -76,7 +95,9 @@ def test_the_input_the_model_saw_is_mnist_shaped_on_request(client):
     assert seen.shape == (28, 28) and seen.min() == 0 and seen.max() <= 1
     assert answer["probabilities"] == plain["probabilities"]
     rows, cols = seen.nonzero(as_tuple=True)
-    assert max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 == 20  # fitted into 20x20, as MNIST
+    assert (
+        max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 == 20
+    )  # fitted into 20x20, as MNIST
     index = torch.arange(28.0)
     centre = ((seen.sum(1) * index).sum() / seen.sum(), (seen.sum(0) * index).sum() / seen.sum())
     assert all(abs(c - 14) <= 0.5 for c in centre)  # centre of mass on pixel (14, 14)
@@ -102,11 +123,25 @@ def animated_gif() -> bytes:
         (b"", 422, "not an image"),
         (encode(drawn(5), "PNG")[:300], 422, "truncated or corrupt"),
         (encode(drawn(5), "JPEG")[:600], 422, "truncated or corrupt"),
-        (encode(Image.new("1", (8000, 8000)), "PNG"), 413, "limit"),  # a 4 KB file of 64 million pixels
+        (
+            encode(Image.new("1", (8000, 8000)), "PNG"),
+            413,
+            "limit",
+        ),  # a 4 KB file of 64 million pixels
         (animated_gif(), 422, "animated"),
         (encode(drawn(5), "TIFF"), 422, "send one of PNG, JPEG, GIF, BMP, WEBP"),
     ],
-    ids=["white", "transparent", "pdf", "empty", "truncated-png", "truncated-jpeg", "bomb", "animated", "tiff"],
+    ids=[
+        "white",
+        "transparent",
+        "pdf",
+        "empty",
+        "truncated-png",
+        "truncated-jpeg",
+        "bomb",
+        "animated",
+        "tiff",
+    ],
 )
 def test_pictures_that_cannot_be_read_get_a_4xx_that_says_why(client, data, status, words):
     answer = upload(client, data)
@@ -156,13 +191,16 @@ def test_batch_answers_each_image_in_order_like_predict(client, fixture_test_dig
     assert answer.status_code == 200
     predictions = answer.json()["predictions"]
     assert [p["predicted_digit"] for p in predictions] == [
-        client.post("/predict", json={"pixels": image}).json()["predicted_digit"] for image in pixels
+        client.post("/predict", json={"pixels": image}).json()["predicted_digit"]
+        for image in pixels
     ]
     one = client.post("/predict", json={"pixels": pixels[5]}).json()
     assert predictions[5]["probabilities"] == pytest.approx(one["probabilities"], abs=1e-6)
 
 
-@pytest.mark.parametrize(("count", "words"), [(0, "at least 1"), (MAX_BATCH_IMAGES + 1, "at most 256")])
+@pytest.mark.parametrize(
+    ("count", "words"), [(0, "at least 1"), (MAX_BATCH_IMAGES + 1, "at most 256")]
+)
 def test_batch_size_outside_the_limit_gets_422(client, count, words):
     blank = [[0.0] * 28 for _ in range(28)]
     answer = client.post("/predict/batch", json={"images": [blank] * count})
@@ -177,16 +215,27 @@ def test_batch_of_the_largest_size_is_answered(client):
 
 @pytest.mark.parametrize("cut", [3, 40, 1000], ids=["closing-boundary", "end-of-file", "mid-file"])
 def test_an_upload_cut_short_gets_400_saying_so(client, cut):
-    complete = requests.Request("POST", "http://x/predict/image", files={"file": ("d.png", encode(drawn(3), "PNG"))})
+    complete = requests.Request(
+        "POST", "http://x/predict/image", files={"file": ("d.png", encode(drawn(3), "PNG"))}
+    )
     prepared = complete.prepare()
     content_type = prepared.headers["Content-Type"]
-    answer = client.post("/predict/image", content=prepared.body[:-cut], headers={"content-type": content_type})
+    answer = client.post(
+        "/predict/image", content=prepared.body[:-cut], headers={"content-type": content_type}
+    )
     assert answer.status_code == 400
-    assert answer.json()["message"] == "the multipart upload is incomplete: it ends before its closing boundary"
-    whole = client.post("/predict/image", content=prepared.body, headers={"content-type": content_type})
+    assert (
+        answer.json()["message"]
+        == "the multipart upload is incomplete: it ends before its closing boundary"
+    )
+    whole = client.post(
+        "/predict/image", content=prepared.body, headers={"content-type": content_type}
+    )
     assert whole.status_code == 200 and whole.json()["predicted_digit"] == 3
 
 
 def test_a_multipart_body_that_cannot_be_parsed_gets_400(client):
-    answer = client.post("/predict/image", content=b"no parts", headers={"content-type": "multipart/form-data"})
+    answer = client.post(
+        "/predict/image", content=b"no parts", headers={"content-type": "multipart/form-data"}
+    )
     assert answer.status_code == 400 and "boundary" in answer.json()["message"]

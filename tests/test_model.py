@@ -9,7 +9,9 @@ from conftest import FIXTURE_MNIST, old_layout_state_dict
 from d4.model import LABELS, TinyCNN, to_model_input
 from d4.weights import WeightsError, load_weights
 
-NOTES_KEYS = [f"{layer}.{kind}" for layer in ("conv1", "conv2", "fc1", "fc2") for kind in ("weight", "bias")]
+NOTES_KEYS = [
+    f"{layer}.{kind}" for layer in ("conv1", "conv2", "fc1", "fc2") for kind in ("weight", "bias")
+]
 
 
 def test_architecture_has_the_notes_layers_and_shapes():
@@ -31,15 +33,20 @@ def test_architecture_has_the_notes_layers_and_shapes():
 def test_pooling_before_relu_computes_the_notes_order_exactly():
     torch.manual_seed(0)
     model = TinyCNN()
-    notes_order = nn.Sequential(model.conv1, nn.ReLU(), model.pool, model.conv2, nn.ReLU(), model.pool)
-    ours_order = nn.Sequential(model.conv1, model.pool, nn.ReLU(), model.conv2, model.pool, nn.ReLU())
+    notes_order = nn.Sequential(
+        model.conv1, nn.ReLU(), model.pool, model.conv2, nn.ReLU(), model.pool
+    )
+    ours_order = nn.Sequential(
+        model.conv1, model.pool, nn.ReLU(), model.conv2, model.pool, nn.ReLU()
+    )
     pixels = torch.rand(64, 1, 28, 28)
     ours, theirs = ours_order(pixels), notes_order(pixels)
     assert torch.equal(ours, theirs)
     gradients = []
     for output in (ours, theirs):
         (weight_grad,) = torch.autograd.grad(
-            (output * torch.linspace(-1, 1, output.numel()).view_as(output)).sum(), model.conv1.weight
+            (output * torch.linspace(-1, 1, output.numel()).view_as(output)).sum(),
+            model.conv1.weight,
         )
         gradients.append(weight_grad)
     torch.testing.assert_close(gradients[0], gradients[1])

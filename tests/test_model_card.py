@@ -37,7 +37,9 @@ def test_the_card_shows_the_notes_layers_the_weights_and_how_they_were_trained(m
     shipped_record = json.loads(SHIPPED_WEIGHTS.with_suffix(".json").read_text())
     assert card["training"]["test_accuracy"] == shipped_record["test_accuracy"] >= 0.99
     assert card["training"]["command"] == shipped_record["command"]
-    assert card["training"]["epochs"] == len(shipped_record["epochs"]) == 10  # --augment --epochs 10
+    assert (
+        card["training"]["epochs"] == len(shipped_record["epochs"]) == 10
+    )  # --augment --epochs 10
 
 
 @pytest.mark.parametrize("record", ["none", "of other weights"])
@@ -57,16 +59,26 @@ def test_the_card_gives_each_conv_filters_kernels_and_biases_as_served(monkeypat
     card = card_for(SHIPPED_WEIGHTS, monkeypatch)
     weights = torch.load(SHIPPED_WEIGHTS, weights_only=True)
     for layer, shape in (("conv1", (8, 1, 3, 3)), ("conv2", (16, 8, 3, 3))):
-        kernels, biases = (torch.tensor(card["filters"][layer][key]) for key in ("weights", "biases"))
+        kernels, biases = (
+            torch.tensor(card["filters"][layer][key]) for key in ("weights", "biases")
+        )
         assert tuple(kernels.shape) == shape and tuple(biases.shape) == shape[:1]
-        assert torch.equal(kernels, weights[f"{layer}.weight"]) and torch.equal(biases, weights[f"{layer}.bias"])
+        assert torch.equal(kernels, weights[f"{layer}.weight"]) and torch.equal(
+            biases, weights[f"{layer}.bias"]
+        )
 
 
-@pytest.mark.parametrize("counts", [{"conv1": [300] * 8, "conv2": [300] * 14 + [0, 0], "of": 300}, None])
-def test_the_records_filter_counts_are_shown_and_their_absence_is_null(tmp_path, monkeypatch, counts):
+@pytest.mark.parametrize(
+    "counts", [{"conv1": [300] * 8, "conv2": [300] * 14 + [0, 0], "of": 300}, None]
+)
+def test_the_records_filter_counts_are_shown_and_their_absence_is_null(
+    tmp_path, monkeypatch, counts
+):
     weights = tmp_path / "d4_cnn.pt"
     shutil.copy(SHIPPED_WEIGHTS, weights)
-    record = json.loads(SHIPPED_WEIGHTS.with_suffix(".json").read_text())  # of the same weights: same sha256
+    record = json.loads(
+        SHIPPED_WEIGHTS.with_suffix(".json").read_text()
+    )  # of the same weights: same sha256
     record.pop("filters_firing", None)  # as a record written before the trainer counted them
     if counts is not None:
         record["filters_firing"] = counts
@@ -79,15 +91,30 @@ def test_every_weight_comes_from_its_own_endpoint_exactly_as_served_and_cached(m
     with TestClient(app) as client:
         card = client.get("/model").json()
         response = client.get(card["all_weights"])
-        assert response.status_code == 200 and response.headers["etag"] == f'"{card["weights"]["sha256"]}"'
-        assert client.get(card["all_weights"], headers={"If-None-Match": response.headers["etag"]}).status_code == 304
+        assert (
+            response.status_code == 200
+            and response.headers["etag"] == f'"{card["weights"]["sha256"]}"'
+        )
+        assert (
+            client.get(
+                card["all_weights"], headers={"If-None-Match": response.headers["etag"]}
+            ).status_code
+            == 304
+        )
     body = response.json()
     assert body["sha256"] == card["weights"]["sha256"] and body["dtype"] == "float32"
-    values = torch.frombuffer(bytearray(base64.b64decode(body["data"])), dtype=torch.float32)  # little-endian
+    values = torch.frombuffer(
+        bytearray(base64.b64decode(body["data"])), dtype=torch.float32
+    )  # little-endian
     state = torch.load(SHIPPED_WEIGHTS, weights_only=True)
     assert list(body["tensors"]) == list(state) and values.numel() == 52_138
     for name, tensor in state.items():
         where = body["tensors"][name]
         assert where["shape"] == list(tensor.shape)
-        assert torch.equal(values[where["offset"] : where["offset"] + tensor.numel()].reshape(tensor.shape), tensor)
-    assert set(card["filters"]) == {"conv1", "conv2"}  # the card itself keeps its fields and stays small
+        assert torch.equal(
+            values[where["offset"] : where["offset"] + tensor.numel()].reshape(tensor.shape), tensor
+        )
+    assert set(card["filters"]) == {
+        "conv1",
+        "conv2",
+    }  # the card itself keeps its fields and stays small

@@ -41,7 +41,9 @@ def test_a_one_drawn_on_the_pad_keeps_its_height():
 def test_a_solid_stroke_much_wider_than_mnists_is_thinned_to_its_width():
     """A 1 drawn with a marker a third as wide as it is tall: thinned towards MNIST's pen, not left a block."""
     page = Image.new("L", (300, 300), 255)
-    ImageDraw.Draw(page).rectangle([120, 40, 190, 260], fill=0)  # ink from edge to edge once cropped
+    ImageDraw.Draw(page).rectangle(
+        [120, 40, 190, 260], fill=0
+    )  # ink from edge to edge once cropped
     levels = image_to_pixels(encode(page, "PNG"))
     inked_columns = [column for column in range(28) if max(levels[column::28]) > 0.5]
     assert len(inked_columns) <= 4  # 6 or 7 columns as drawn

@@ -24,11 +24,17 @@ def server_url():
 
 def answer_is_whole(answer: bytes) -> bool:
     head, _, body = answer.partition(b"\r\n\r\n")
-    lengths = [line.split(b":")[1] for line in head.lower().split(b"\r\n") if line.startswith(b"content-length")]
+    lengths = [
+        line.split(b":")[1]
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length")
+    ]
     return bool(lengths) and len(body) >= int(lengths[0])
 
 
-def post_chunked(url: str, path: str, content_type: str, start: bytes, size: int) -> tuple[int, dict]:
+def post_chunked(
+    url: str, path: str, content_type: str, start: bytes, size: int
+) -> tuple[int, dict]:
     """POST `start`, then `size` bytes more, in chunks with no Content-Length, as a client streaming a body does.
 
     Returns the answer's status and JSON body.
@@ -56,17 +62,23 @@ def post_chunked(url: str, path: str, content_type: str, start: bytes, size: int
         ("/predict/image", "multipart/form-data; boundary=b", PART_HEAD, MAX_UPLOAD_BYTES, "5 MiB"),
     ],
 )
-def test_a_streamed_body_over_the_limit_gets_413_naming_it(server_url, path, content_type, start, limit, named):
+def test_a_streamed_body_over_the_limit_gets_413_naming_it(
+    server_url, path, content_type, start, limit, named
+):
     status, problem = post_chunked(server_url, path, content_type, start, limit)
     assert status == 413
     assert problem["message"] == f"the request body is too large: {path} accepts at most {named}"
 
 
 def test_a_streamed_body_within_the_limit_is_answered(server_url):
-    upload = requests.Request("POST", server_url, files={"file": ("seven.png", encode(drawn(7), "PNG"))}).prepare()
+    upload = requests.Request(
+        "POST", server_url, files={"file": ("seven.png", encode(drawn(7), "PNG"))}
+    ).prepare()
     answer = requests.post(
         f"{server_url}/predict/image",
-        data=iter([upload.body[:100], upload.body[100:]]),  # a generator: sent chunked, with no Content-Length
+        data=iter(
+            [upload.body[:100], upload.body[100:]]
+        ),  # a generator: sent chunked, with no Content-Length
         headers={"Content-Type": upload.headers["Content-Type"]},
         timeout=30,
     )
@@ -75,7 +87,9 @@ def test_a_streamed_body_within_the_limit_is_answered(server_url):
 
 
 def test_an_upload_with_an_epilogue_after_its_closing_boundary_is_read(server_url):
-    upload = requests.Request("POST", server_url, files={"file": ("three.png", encode(drawn(3), "PNG"))}).prepare()
+    upload = requests.Request(
+        "POST", server_url, files={"file": ("three.png", encode(drawn(3), "PNG"))}
+    ).prepare()
     body = upload.body + b"\r\nAn epilogue: RFC 2046 lets text follow the closing boundary.\r\n"
     headers = {"Content-Type": upload.headers["Content-Type"]}
     answer = requests.post(f"{server_url}/predict/image", data=body, headers=headers, timeout=30)

@@ -63,7 +63,9 @@ def test_requests_in_flight_at_sigterm_are_answered_before_the_server_exits():
         requests_in_flight = [
             raw_request(f"{url}/predict", json={"pixels": BLANK}),
             raw_request(f"{url}/predict/batch", json={"images": [BLANK] * 3}),
-            raw_request(f"{url}/predict/image", files={"file": ("seven.png", encode(drawn(7), "PNG"))}),
+            raw_request(
+                f"{url}/predict/image", files={"file": ("seven.png", encode(drawn(7), "PNG"))}
+            ),
         ]
         connections = [start_slow_upload(port, request) for request in requests_in_flight]
         time.sleep(0.3)  # let the server read what was sent
@@ -96,7 +98,11 @@ def test_render_gives_in_flight_requests_time_before_its_own_kill():
     service = yaml.safe_load((REPO / "render.yaml").read_text())["services"][0]
     env = {item["key"]: item["value"] for item in service["envVars"]}
     # uvicorn reads UVICORN_* variables as its flags; Render sends SIGKILL 30 s after SIGTERM by default.
-    assert 0 < int(env["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"]) < service.get("maxShutdownDelaySeconds", 30)
+    assert (
+        0
+        < int(env["UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"])
+        < service.get("maxShutdownDelaySeconds", 30)
+    )
 
 
 def test_once_the_inference_thread_stops_healthz_and_predict_answer_503_at_once():
@@ -112,7 +118,12 @@ def test_once_the_inference_thread_stops_healthz_and_predict_answer_503_at_once(
         answer = client.post("/predict", json={"pixels": BLANK})
         assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
         assert answer.json()["message"] == "the server is shutting down; try again in a few seconds"
-        assert client.post("/predict/image", files={"file": ("d.png", encode(drawn(3), "PNG"))}).status_code == 503
+        assert (
+            client.post(
+                "/predict/image", files={"file": ("d.png", encode(drawn(3), "PNG"))}
+            ).status_code
+            == 503
+        )
 
 
 def read_answer(connection: socket.socket) -> tuple[bytes, bool]:
@@ -124,7 +135,9 @@ def read_answer(connection: socket.socket) -> tuple[bytes, bool]:
     return answer, answer_is_whole(answer)
 
 
-def keep_asking(port: int, requests_to_send: list[bytes], outcomes: Counter, answers: list[bytes]) -> None:
+def keep_asking(
+    port: int, requests_to_send: list[bytes], outcomes: Counter, answers: list[bytes]
+) -> None:
     """A client on keep-alive connections that sends requests in turn until the server refuses to connect."""
     connection = None
     for request in itertools.cycle(requests_to_send):
@@ -148,14 +161,23 @@ def keep_asking(port: int, requests_to_send: list[bytes], outcomes: Counter, ans
 def test_at_sigterm_with_8_clients_every_request_the_server_took_gets_its_whole_answer():
     with uvicorn_process() as (url, process):
         port = int(url.rsplit(":", 1)[1])
-        large = drawn(7, "RGBA", (0, 0, 0, 0), (0, 0, 0, 255)).resize((4096, 4096))  # decoded in ~0.3 s: a queue forms
+        large = drawn(7, "RGBA", (0, 0, 0, 0), (0, 0, 0, 255)).resize(
+            (4096, 4096)
+        )  # decoded in ~0.3 s: a queue forms
         work = [
             raw_request(f"{url}/predict", json={"pixels": BLANK}),
-            raw_request(f"{url}/predict/image", files={"file": ("seven.png", encode(drawn(7), "PNG"))}),
-            raw_request(f"{url}/predict/image", files={"file": ("large.png", encode(large, "PNG"))}),
+            raw_request(
+                f"{url}/predict/image", files={"file": ("seven.png", encode(drawn(7), "PNG"))}
+            ),
+            raw_request(
+                f"{url}/predict/image", files={"file": ("large.png", encode(large, "PNG"))}
+            ),
         ]
         outcomes, answers = Counter(), []
-        clients = [threading.Thread(target=keep_asking, args=(port, work, outcomes, answers)) for _ in range(8)]
+        clients = [
+            threading.Thread(target=keep_asking, args=(port, work, outcomes, answers))
+            for _ in range(8)
+        ]
         for client in clients:
             client.start()
         time.sleep(2)
@@ -172,4 +194,6 @@ def test_at_sigterm_with_8_clients_every_request_the_server_took_gets_its_whole_
     assert "timeout graceful shutdown exceeded" not in log and "Traceback" not in log
     # The requests in flight at SIGTERM, queued pictures too, are answered, then their connections closed.
     assert sum(b"connection: close" in answer.lower() for answer in answers) >= 2
-    assert all(answer.startswith(b"HTTP/1.1 200 ") for answer in answers)  # no 503: the model stops last
+    assert all(
+        answer.startswith(b"HTTP/1.1 200 ") for answer in answers
+    )  # no 503: the model stops last

@@ -27,9 +27,13 @@ def fixture_split(train: bool):
     return mnist_tensors(str(FIXTURE_MNIST), train=train, transform=TO_TENSOR, device=CPU)
 
 
-def loader(data, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+def loader(
+    data, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+) -> DataLoader:
     """The trainer's loaders: a DataLoader that takes each batch's indices from BatchOrder."""
-    return DataLoader(data, sampler=BatchOrder(len(data), batch_size, shuffle, generator), batch_size=None)
+    return DataLoader(
+        data, sampler=BatchOrder(len(data), batch_size, shuffle, generator), batch_size=None
+    )
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -59,7 +63,18 @@ def test_shuffled_batches_show_every_image_once_per_epoch_in_a_new_order():
 
 def train_on_fixture(tmp_path, *flags: str) -> dict[str, torch.Tensor]:
     out = tmp_path / "w.pt"
-    trainer.main(["--data-dir", str(FIXTURE_MNIST), "--device", "cpu", "--no-plot", "--out", str(out), *flags])
+    trainer.main(
+        [
+            "--data-dir",
+            str(FIXTURE_MNIST),
+            "--device",
+            "cpu",
+            "--no-plot",
+            "--out",
+            str(out),
+            *flags,
+        ]
+    )
     return torch.load(out, weights_only=True)
 
 
@@ -69,7 +84,10 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path, c
     other = train_on_fixture(tmp_path / "c", "--seed", "4")
     assert all(torch.equal(first[name], again[name]) for name in first)
     assert not all(torch.equal(first[name], other[name]) for name in first)
-    runs = [re.findall(r"epoch=\d+ loss=\S+ accuracy=\S+", block) for block in capsys.readouterr().out.split("device:")]
+    runs = [
+        re.findall(r"epoch=\d+ loss=\S+ accuracy=\S+", block)
+        for block in capsys.readouterr().out.split("device:")
+    ]
     assert runs[1] == runs[2] != runs[3]
 
 
@@ -79,7 +97,9 @@ def learning_rates_through_main(monkeypatch, tmp_path, *flags: str) -> list[floa
     make_scheduler = trainer.make_scheduler
 
     def recording_scheduler(optimizer, *args, **kwargs):
-        optimizer.register_step_pre_hook(lambda opt, *_: learning_rates.append(opt.param_groups[0]["lr"]))
+        optimizer.register_step_pre_hook(
+            lambda opt, *_: learning_rates.append(opt.param_groups[0]["lr"])
+        )
         return make_scheduler(optimizer, *args, **kwargs)
 
     monkeypatch.setattr(trainer, "make_scheduler", recording_scheduler)
@@ -87,7 +107,9 @@ def learning_rates_through_main(monkeypatch, tmp_path, *flags: str) -> list[floa
     return learning_rates
 
 
-def test_the_notes_recipe_through_main_trains_shuffled_batches_of_64_at_a_constant_lr_0_001(tmp_path, monkeypatch):
+def test_the_notes_recipe_through_main_trains_shuffled_batches_of_64_at_a_constant_lr_0_001(
+    tmp_path, monkeypatch
+):
     """`--batch-size 64 --lr 0.001 --schedule constant` as a user runs it: what main() really feeds the optimiser."""
     seen_batches = []
 
@@ -102,11 +124,19 @@ def test_the_notes_recipe_through_main_trains_shuffled_batches_of_64_at_a_consta
         monkeypatch, tmp_path, "--batch-size", "64", "--lr", "0.001", "--schedule", "constant"
     )
 
-    assert [len(batch) for batch in seen_batches] == [64, 64, 64, 8] * 2  # 200 fixture images, 2 epochs
+    assert [len(batch) for batch in seen_batches] == [
+        64,
+        64,
+        64,
+        8,
+    ] * 2  # 200 fixture images, 2 epochs
     assert learning_rates == [0.001] * 8
     pixels = fixture_split(train=True).tensors[0]
     every_image = sorted(pixels.flatten(1).sum(dim=1).tolist())
-    for epoch in (seen_batches[:4], seen_batches[4:]):  # each epoch shows every image once, in a new order
+    for epoch in (
+        seen_batches[:4],
+        seen_batches[4:],
+    ):  # each epoch shows every image once, in a new order
         assert sorted(torch.cat(epoch).flatten(1).sum(dim=1).tolist()) == pytest.approx(every_image)
     assert not torch.equal(torch.cat(seen_batches[:4]), torch.cat(seen_batches[4:]))
 
@@ -150,28 +180,46 @@ def test_script_prints_progress_saves_weights_and_saves_the_plot_without_display
         assert picture.width >= 1200 and picture.height >= 800
     record = json.loads(out.with_suffix(".json").read_text())
     assert f"saved the training record to {out.with_suffix('.json')}" in lines
-    assert record["weights"] == {"file": "d4_cnn.pt", "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
+    assert record["weights"] == {
+        "file": "d4_cnn.pt",
+        "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+    }
     assert [epoch["epoch"] for epoch in record["epochs"]] == [0, 1]
-    printed = [float(value) for value in re.findall(r"^epoch=\d+ loss=(\S+) accuracy=(\S+)$", result.stdout, re.M)[1]]
+    printed = [
+        float(value)
+        for value in re.findall(r"^epoch=\d+ loss=(\S+) accuracy=(\S+)$", result.stdout, re.M)[1]
+    ]
     assert [round(record["epochs"][1][key], 4) for key in ("loss", "train_accuracy")] == printed
     assert f"test accuracy={record['test_accuracy']:.4f}" in lines
     assert record["epochs"][-1]["test_accuracy"] == record["test_accuracy"]
     assert sum(map(sum, record["confusion_matrix"])) == 300  # every fixture test digit, once
     labels = fixture_split(train=False).tensors[1]
-    assert [sum(row) for row in record["confusion_matrix"]] == torch.bincount(labels, minlength=10).tolist()
+    assert [sum(row) for row in record["confusion_matrix"]] == torch.bincount(
+        labels, minlength=10
+    ).tolist()
     maps = feature_maps(load_weights(out), fixture_split(train=False).tensors[0])
     conv1, conv2 = ((block.flatten(2) > 0).any(dim=2).sum(dim=0).tolist() for block in maps)
-    assert record["filters_firing"] == {"conv1": conv1, "conv2": conv2, "of": 300}  # test digits lighting each filter
+    assert record["filters_firing"] == {
+        "conv1": conv1,
+        "conv2": conv2,
+        "of": 300,
+    }  # test digits lighting each filter
     right = record["test_accuracy"] * 300  # a count over 300 fixture digits, without float32 noise
     assert right == pytest.approx(round(right), abs=1e-9)
     assert shlex.split(record["command"])[:2] == ["python", "d4_tiny_cnn_mnist.py"]
-    assert record["flags"]["epochs"] == 2 and record["device"] == "cpu" and record["torch"] == torch.__version__
+    assert (
+        record["flags"]["epochs"] == 2
+        and record["device"] == "cpu"
+        and record["torch"] == torch.__version__
+    )
     assert record["command"].startswith("python d4_tiny_cnn_mnist.py --data-dir")
 
 
 def test_no_plot_skips_the_report_and_the_example_but_keeps_the_record(tmp_path):
     out = tmp_path / "d4_cnn.pt"
-    result = run_script("d4_tiny_cnn_mnist.py", "--data-dir", str(FIXTURE_MNIST), "--out", str(out), "--no-plot")
+    result = run_script(
+        "d4_tiny_cnn_mnist.py", "--data-dir", str(FIXTURE_MNIST), "--out", str(out), "--no-plot"
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["d4_cnn.json", "d4_cnn.pt"]
 
@@ -183,13 +231,19 @@ def test_a_count_below_one_is_refused_in_one_line(flag):
     assert result.stderr.strip().endswith(f"argument {flag}: must be 1 or more, not 0")
 
 
-def test_missing_mnist_without_network_exits_1_naming_files_and_folder_and_leaves_nothing_behind(tmp_path):
+def test_missing_mnist_without_network_exits_1_naming_files_and_folder_and_leaves_nothing_behind(
+    tmp_path,
+):
     refused = "http://127.0.0.1:9"  # nothing listens on port 9: every download fails at once
-    env = script_env(http_proxy=refused, https_proxy=refused, HTTP_PROXY=refused, HTTPS_PROXY=refused)
+    env = script_env(
+        http_proxy=refused, https_proxy=refused, HTTP_PROXY=refused, HTTPS_PROXY=refused
+    )
     env.pop("no_proxy", None)
     env.pop("NO_PROXY", None)
     data_dir = tmp_path / "data"
-    result = run_script("d4_tiny_cnn_mnist.py", "--data-dir", str(data_dir), "--no-plot", env=env, timeout=120)
+    result = run_script(
+        "d4_tiny_cnn_mnist.py", "--data-dir", str(data_dir), "--no-plot", env=env, timeout=120
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     message = result.stderr.strip().splitlines()[-1]
@@ -223,13 +277,22 @@ def test_seed_decides_the_order_of_the_training_batches(tmp_path, monkeypatch):
     assert not torch.equal(first[0], other[0])
 
 
-def test_augment_trains_on_distorted_digits_and_without_it_on_the_digits_themselves(tmp_path, monkeypatch):
+def test_augment_trains_on_distorted_digits_and_without_it_on_the_digits_themselves(
+    tmp_path, monkeypatch
+):
     images = fixture_split(train=True).tensors[0].flatten(1)
     for flags, distorted in [((), False), (("--augment",), True)]:
-        seen = torch.cat(record_training_batches(monkeypatch, tmp_path / str(distorted), *flags)).flatten(1)
+        seen = torch.cat(
+            record_training_batches(monkeypatch, tmp_path / str(distorted), *flags)
+        ).flatten(1)
         # An image is one of the dataset's if some dataset image equals it pixel for pixel.
         from_dataset = (
-            (torch.cdist(seen, images, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values < 1e-4)
+            (
+                torch.cdist(seen, images, compute_mode="donot_use_mm_for_euclid_dist")
+                .min(dim=1)
+                .values
+                < 1e-4
+            )
             .float()
             .mean()
             .item()
