@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     device = pick_device(args.device)
     print(f"device: {device}")
     # Late in training some numbers get so tiny that x86 CPUs slow down on them; rounding
-    # them to zero changes no printed digit and saves time (docs/performance.md).
+    # them to zero changes no printed digit and saves time (docs/training.md).
     torch.set_flush_denormal(True)
 
     # Data
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
                              batch_size=None)  # fmt: skip
 
     # Model, loss function and optimizer. TinyCNN is the notes' class, in d4/model.py.
-    # channels_last: the layout the CPU's convolutions run fastest on (docs/performance.md).
+    # channels_last: the layout the CPU's convolutions run fastest on (docs/training.md).
     model = TinyCNN().to(device, memory_format=torch.channels_last)
     loss_fn = nn.CrossEntropyLoss()
     # fused=True: Adam updates all the weights in one go instead of layer by layer, faster.

@@ -71,7 +71,7 @@ def mnist_tensors(
     """
     images, labels = load_mnist(root, train)
     pixels = transform(images.numpy().transpose(1, 2, 0)).unsqueeze(1)
-    # channels_last: the layout the CPU's convolutions run fastest on (docs/performance.md).
+    # channels_last: the layout the CPU's convolutions run fastest on (docs/training.md).
     return TensorDataset(pixels.to(device, memory_format=torch.channels_last), labels.to(device))
 
 
