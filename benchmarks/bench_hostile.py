@@ -22,7 +22,6 @@ then the instance's peak memory and OOM kills (from render-free).
 import argparse
 import datetime
 import json
-import os
 import re
 import socket
 import subprocess
@@ -36,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench_pictures import HealthWatch, a_seven, machine, saved
-from load_client import RENDER_FREE, deploy_env, running_server
+from load_client import api_in_render_free, running_server
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,16 +184,7 @@ def main() -> None:
         "| attack | answers (or how connections ended) | not JSON | bad 5xx | /healthz slowest s, answers |"
     )
     print("|---|---|---:|---:|---|")
-    command = [
-        str(RENDER_FREE),
-        args.server_python,
-        "-m",
-        "uvicorn",
-        "d4_api_mnist:app",
-        "--port",
-        str(args.port),
-    ]
-    env = {**os.environ, **deploy_env()}
+    command, env = api_in_render_free(args.server_python, args.port)
     with tempfile.TemporaryFile("w+") as log:
         health_url = f"http://127.0.0.1:{args.port}/healthz"
         with running_server(

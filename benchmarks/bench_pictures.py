@@ -33,9 +33,8 @@ from pathlib import Path
 
 from bench_load import multipart
 from load_client import (
-    RENDER_FREE,
     Load,
-    deploy_env,
+    api_in_render_free,
     drive,
     http_request,
     memory_mb,
@@ -134,16 +133,7 @@ def run_phase(
     args: argparse.Namespace, work: list[tuple[str, bytes]], concurrency: int, total: int
 ) -> dict:
     """Start a fresh server in render-free, send `total` requests over `concurrency` connections, and stop it."""
-    command = [
-        str(RENDER_FREE),
-        args.server_python,
-        "-m",
-        "uvicorn",
-        "d4_api_mnist:app",
-        "--port",
-        str(args.port),
-    ]
-    env = {**os.environ, **deploy_env()}
+    command, env = api_in_render_free(args.server_python, args.port)
     with tempfile.TemporaryFile("w+") as log:
         health_url = f"http://127.0.0.1:{args.port}/healthz"
         output = {

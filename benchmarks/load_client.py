@@ -167,3 +167,9 @@ def deploy_env() -> dict[str, str]:
     return {
         item["key"]: item["value"] for item in service["envVars"] if item["key"] != "PYTHON_VERSION"
     }
+
+
+def api_in_render_free(python: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that start the API in a free instance's shape, as Render runs it."""
+    command = [str(RENDER_FREE), python, "-m", "uvicorn", "d4_api_mnist:app", "--port", str(port)]
+    return command, {**os.environ, **deploy_env()}
